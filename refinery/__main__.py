@@ -1,0 +1,3 @@
+from refinery.cli import main
+
+raise SystemExit(main())

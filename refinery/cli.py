@@ -1,0 +1,116 @@
+"""`refinery` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXIT_CONFIG = 2
+
+DESCRIPTION = """\
+refinery: RefinedWeb-style web-data curation (Macrodata Refinement) on a Dask DAG.
+
+Reads CommonCrawl WARC/ARC files (local paths, s3:// or https://), extracts main text,
+identifies the language and writes Parquet with a stage-by-stage funnel in stats.json."""
+
+RUN_EPILOG = """\
+examples:
+  refinery run configs/english.yaml                     # embedded sample input
+  refinery run configs/english.yaml --input 'data/*.warc.gz' --output runs/en
+  refinery run configs/english.yaml --input s3://commoncrawl/crawl-data/CC-MAIN-2024-22/segments/1715971057216.39/warc/CC-MAIN-20240517233122-20240518023122-00000.warc.gz
+  refinery run configs/english.yaml --scheduler tcp://10.0.0.5:8786
+
+outputs: OUTPUT/documents/*.parquet (one file per input shard) and OUTPUT/stats.json.
+exit codes: 0 done, 2 bad configuration or unusable output directory, 1 anything else."""
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refinery", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"refinery {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run a pipeline config over WARC inputs",
+        description="Run a pipeline: one Dask task per input shard, then the global phases.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("config", help="pipeline YAML, e.g. configs/english.yaml")
+    run.add_argument("--input", action="append", metavar="GLOB_OR_URL",
+                     help="replaces the config's inputs; repeat for several (local globs, s3://, https://)")
+    run.add_argument("--output", metavar="DIR", help="output directory (default: the config's `output`, "
+                                                      "else runs/NAME)")
+    run.add_argument("--workers", type=_positive_int, metavar="N",
+                     help="worker processes of the local cluster (default: one per core)")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="connect to a running dask.distributed scheduler (tcp://host:port); "
+                          "'sync' runs everything in this process, for debugging")
+    run.add_argument("--limit", type=_positive_int, metavar="N",
+                     help="read at most N records from each input shard")
+    run.add_argument("--force", action="store_true", help="ignore results of earlier runs in OUTPUT")
+    run.add_argument("--dry-run", action="store_true", help="validate, list the shards and stages, and stop")
+    return parser
+
+
+def _version() -> str:
+    from refinery import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    from refinery.config import ConfigError
+
+    try:
+        if args.command == "run":
+            return command_run(args)
+    except ConfigError as err:
+        print(f"refinery: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("refinery: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def command_run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # never reach the network for it
+    from refinery.config import load_config, with_overrides
+    from refinery.dag import execute, prepare_output
+    from refinery.io import expand_inputs
+    from refinery.progress import ConsoleProgress
+
+    config = load_config(args.config)
+    config = with_overrides(config, inputs=args.input, output=args.output, workers=args.workers, limit=args.limit)
+    out_dir = config.spec.output or os.path.join("runs", config.name)
+    shards = expand_inputs(config.spec.input.paths)
+    if args.dry_run:
+        print(f"config {config.path} ({config.fingerprint()}) -> {out_dir}")
+        print("stages: " + " -> ".join(["warc_reader", *(s.name for s in config.stages)]))
+        for shard in shards:
+            print(f"  {shard.shard_id}  {shard.path}")
+        return 0
+    prepare_output(out_dir, force=args.force)
+    with ConsoleProgress() as progress:
+        stats = execute(config, shards, out_dir, scheduler=args.scheduler, progress=progress)
+    final = stats["funnel"][-1]
+    print(f"done: {stats['input']['records']} records in {stats['input']['shards']} shards -> "
+          f"{stats['output']['documents']} documents ({final['kept_of_input']:.1%} kept)")
+    print(f"  documents: {os.path.join(out_dir, 'documents')}/*.parquet")
+    print(f"  stats:     {os.path.join(out_dir, 'stats.json')}")
+    return 0

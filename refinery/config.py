@@ -1,0 +1,162 @@
+"""YAML config, validated into typed objects before any work starts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from refinery.stage import Stage, StageConfig
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line naming the key path."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputConfig(_Strict):
+    paths: list[str] = Field(default=["sample://english"], min_length=1)
+    format: str = Field(default="auto", pattern="^(auto|warc|arc)$")
+    max_record_bytes: int = Field(default=10_000_000, gt=0)
+    keep_status: list[int] = Field(default=[200], min_length=1)
+
+
+class RunConfig(_Strict):
+    workers: int | None = Field(default=None, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    row_group_size: int = Field(default=2048, ge=1)
+    limit: int | None = Field(default=None, ge=1)
+    dashboard: bool = True
+
+
+class PipelineSpec(_Strict):
+    name: str = Field(min_length=1)
+    source: str = "web"
+    output: str | None = None
+    input: InputConfig = InputConfig()
+    run: RunConfig = RunConfig()
+    stages: list[dict[str, Any]] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    config: StageConfig
+
+    def build(self) -> Stage:
+        from stages import STAGES
+
+        return STAGES[self.name](self.config)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    spec: PipelineSpec
+    stages: tuple[StageSpec, ...]
+    path: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def fingerprint(self) -> str:
+        """Hash of everything that affects outputs (not where they go, nor how many workers)."""
+        body = {
+            "source": self.spec.source,
+            "input": self.spec.input.model_dump(exclude={"paths"}),
+            "limit": self.spec.run.limit,
+            "stages": [[s.name, s.config.model_dump()] for s in self.stages],
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _first_error(err: ValidationError, prefix: str = "") -> ConfigError:
+    first = err.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    key = ".".join(p for p in (prefix, loc) if p) or "(root)"
+    message = first["msg"]
+    if first["type"] not in ("missing", "extra_forbidden") and "input" in first:
+        message += f" (got {first['input']!r})"
+    return ConfigError(key, message)
+
+
+def parse_config(raw: Any, path: str = "") -> PipelineConfig:
+    from stages import STAGES
+
+    if not isinstance(raw, dict):
+        raise ConfigError("(root)", "the config must be a YAML mapping")
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as err:
+        raise _first_error(err) from None
+
+    stage_specs = []
+    for index, entry in enumerate(spec.stages):
+        where = f"stages[{index}]"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(where, "each stage is a mapping with one key, the stage name")
+        (name, params), = entry.items()
+        if name not in STAGES:
+            raise ConfigError(where, f"unknown stage {name!r} (known: {', '.join(sorted(STAGES))})")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}.{name}", "stage parameters must be a mapping")
+        try:
+            stage_config = STAGES[name].Config.model_validate(params)
+        except ValidationError as err:
+            raise _first_error(err, f"{where}.{name}") from None
+        stage_specs.append(StageSpec(name, stage_config))
+    seen = [s.name for s in stage_specs]
+    duplicates = {n for n in seen if seen.count(n) > 1}
+    if duplicates:
+        raise ConfigError("stages", f"stage listed twice: {', '.join(sorted(duplicates))}")
+    return PipelineConfig(spec=spec, stages=tuple(stage_specs), path=path)
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError("(file)", f"cannot read config {str(path)!r}: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError("(file)", f"invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return parse_config(raw, str(path))
+
+
+def with_overrides(config: PipelineConfig, **run_overrides: Any) -> PipelineConfig:
+    """Applies CLI flags (inputs, output, workers, limit) with the same validation."""
+    raw = config.spec.model_dump()
+    inputs = run_overrides.pop("inputs", None)
+    output = run_overrides.pop("output", None)
+    if inputs:
+        raw["input"]["paths"] = list(inputs)
+    if output:
+        raw["output"] = str(output)
+    for key, value in run_overrides.items():
+        if value is not None:
+            raw["run"][key] = value
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    return PipelineConfig(spec=spec, stages=config.stages, path=config.path)

@@ -1,0 +1,28 @@
+"""The unit that flows between stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Document:
+    id: str
+    url: str
+    warc_date: str = ""
+    source: str = "web"
+    html: bytes | None = None  # raw payload; released by the extractor
+    charset: str | None = None  # from the HTTP header, when declared
+    text: str = ""
+    language: str = ""
+    language_score: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Drop:
+    """A document a stage removed, and why (one of the stage's declared reasons)."""
+
+    doc: Document
+    reason: str

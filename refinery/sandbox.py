@@ -1,0 +1,144 @@
+"""Runs a function in a child process, so a document that hangs or crashes it is dropped alone.
+
+The child is a plain `python -m refinery.sandbox` subprocess rather than a multiprocessing
+Process, because Dask workers are daemonic and may not fork multiprocessing children.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+class SandboxTimeout(Exception):
+    pass
+
+
+class SandboxCrashed(Exception):
+    pass
+
+
+class SandboxError(Exception):
+    """The function raised; the message is the child's exception."""
+
+
+def _resolve(ref: str):
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class ProcessSandbox:
+    def __init__(self, fn_ref: str, kwargs: dict[str, Any], timeout_s: float, startup_timeout_s: float = 120.0):
+        self.fn_ref = fn_ref
+        self.kwargs = kwargs
+        self.timeout_s = timeout_s
+        self.startup_timeout_s = startup_timeout_s
+        self._proc: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self.restarts = 0
+
+    def _start(self) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "refinery.sandbox", str(to_child_r), str(from_child_w)],
+            pass_fds=(to_child_r, from_child_w),
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._conn = _DuplexConnection(reader=Connection(from_child_r, writable=False),
+                                       writer=Connection(to_child_w, readable=False))
+        self._conn.send((self.fn_ref, self.kwargs))
+        if not self._conn.poll(self.startup_timeout_s):
+            self.close()
+            raise SandboxCrashed("sandbox did not start")
+        status, detail = self._conn.recv()
+        if status != "ready":
+            self.close()
+            raise SandboxCrashed(f"sandbox failed to start: {detail}")
+
+    def call(self, *args: Any) -> Any:
+        if self._proc is None:
+            self._start()
+        assert self._conn is not None
+        try:
+            self._conn.send(args)
+            if not self._conn.poll(self.timeout_s):
+                self._restart_later()
+                raise SandboxTimeout(f"no answer within {self.timeout_s}s")
+            status, value = self._conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            self._restart_later()
+            raise SandboxCrashed("the sandbox process died") from None
+        if status == "error":
+            raise SandboxError(value)
+        return value
+
+    def _restart_later(self) -> None:
+        self.restarts += 1
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def __enter__(self) -> ProcessSandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _DuplexConnection:
+    def __init__(self, reader: Connection, writer: Connection):
+        self.reader = reader
+        self.writer = writer
+
+    def send(self, obj: Any) -> None:
+        self.writer.send(obj)
+
+    def recv(self) -> Any:
+        return self.reader.recv()
+
+    def poll(self, timeout: float) -> bool:
+        return self.reader.poll(timeout)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+
+def _child(read_fd: int, write_fd: int) -> None:
+    conn = _DuplexConnection(reader=Connection(read_fd, writable=False),
+                             writer=Connection(write_fd, readable=False))
+    fn_ref, kwargs = conn.recv()
+    try:
+        fn = _resolve(fn_ref)
+    except Exception as err:  # noqa: BLE001 - reported to the parent
+        conn.send(("failed", repr(err)))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            args = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send(("ok", fn(*args, **kwargs)))
+        except Exception as err:  # noqa: BLE001 - one document's failure, reported
+            conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+if __name__ == "__main__":
+    _child(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,156 @@
+"""One map task: an input shard streamed through the stage chain into Parquet."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from refinery.config import PipelineConfig
+from refinery.document import Document, Drop
+from refinery.io import InputShard, atomic_path, write_json_atomic
+from refinery.stage import SourceStage, Stage, batched
+from refinery.stats import StageStats
+
+DOCUMENT_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("url", pa.string()),
+    ("warc_date", pa.string()),
+    ("source", pa.string()),
+    ("language", pa.string()),
+    ("language_score", pa.float64()),
+    ("text", pa.string()),
+])
+
+
+class UndeclaredReason(AssertionError):
+    pass
+
+
+def _count_source(source: SourceStage, path: str, stats: StageStats) -> Iterator[Document]:
+    started = time.perf_counter()
+    for item in source.read(path):
+        stats.docs_in += 1
+        if isinstance(item, Drop):
+            _check_reason(source, item.reason)
+            stats.dropped[item.reason] += 1
+        else:
+            stats.docs_out += 1
+            stats.seconds += time.perf_counter() - started
+            yield item
+            started = time.perf_counter()
+    stats.seconds += time.perf_counter() - started
+
+
+def _apply(stage: Stage, docs: Iterable[Document], stats: StageStats) -> Iterator[Document]:
+    for batch in batched(docs, getattr(stage, "batch_size", 1)):
+        stats.docs_in += len(batch)
+        started = time.perf_counter()
+        results = stage.process_batch(batch)
+        stats.seconds += time.perf_counter() - started
+        for item in results:
+            if isinstance(item, Drop):
+                _check_reason(stage, item.reason)
+                stats.dropped[item.reason] += 1
+            else:
+                stats.docs_out += 1
+                yield item
+
+
+def _check_reason(stage, reason: str) -> None:
+    if reason not in stage.reasons:
+        raise UndeclaredReason(f"stage {stage.name} dropped with undeclared reason {reason!r}")
+
+
+def _rows(docs: list[Document]) -> pa.Table:
+    return pa.Table.from_pydict({
+        "id": [d.id for d in docs],
+        "url": [d.url for d in docs],
+        "warc_date": [d.warc_date for d in docs],
+        "source": [d.source for d in docs],
+        "language": [d.language for d in docs],
+        "language_score": [d.language_score for d in docs],
+        "text": [d.text for d in docs],
+    }, schema=DOCUMENT_SCHEMA)
+
+
+def build_chain(config: PipelineConfig) -> tuple[SourceStage, list[Stage]]:
+    from stages.warc_reader import WarcReader
+
+    reader = WarcReader(config.spec.input, source=config.spec.source, limit=config.spec.run.limit)
+    return reader, [spec.build() for spec in config.stages]
+
+
+def shard_paths(out_dir: Path, shard: InputShard) -> dict[str, Path]:
+    return {
+        "documents": out_dir / "documents" / f"{shard.shard_id}.parquet",
+        "stats": out_dir / "stats" / "shards" / f"{shard.shard_id}.json",
+        "marker": out_dir / "_markers" / "map" / f"{shard.shard_id}.done",
+    }
+
+
+def load_finished(out_dir: Path, shard: InputShard, fingerprint: str) -> dict | None:
+    """A shard's stored result when its marker and outputs agree with this config, else None."""
+    paths = shard_paths(out_dir, shard)
+    try:
+        marker = json.loads(paths["marker"].read_text())
+        if marker["fingerprint"] != fingerprint:
+            return None
+        if paths["documents"].stat().st_size != marker["documents_bytes"]:
+            return None
+        result = json.loads(paths["stats"].read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    result["resumed"] = True
+    return result
+
+
+def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
+    """Runs the chain over one shard and writes its Parquet and stats atomically."""
+    out = Path(out_dir)
+    fingerprint = config.fingerprint()
+    finished = load_finished(out, shard, fingerprint)
+    if finished is not None:
+        return finished
+
+    reader, stages = build_chain(config)
+    funnel = [StageStats(reader.name)] + [StageStats(stage.name) for stage in stages]
+    paths = shard_paths(out, shard)
+    documents = 0
+    for stage in stages:
+        stage.setup()
+    try:
+        stream: Iterable[Document] = _count_source(reader, shard.path, funnel[0])
+        for stage, stats in zip(stages, funnel[1:]):
+            stream = _apply(stage, stream, stats)
+        with atomic_path(paths["documents"]) as tmp:
+            with pq.ParquetWriter(tmp, DOCUMENT_SCHEMA, compression="zstd") as writer:
+                for rows in batched(stream, config.spec.run.row_group_size):
+                    writer.write_table(_rows(rows))
+                    documents += len(rows)
+    finally:
+        for stage in stages:
+            stage.teardown()
+    for stage, stats in zip(stages, funnel[1:]):
+        stats.extra = stage.extra_stats()
+    for stats in funnel:
+        stats.check_balanced()
+
+    result = {
+        "shard_id": shard.shard_id,
+        "path": shard.path,
+        "records": funnel[0].docs_in,
+        "documents": documents,
+        "funnel": [s.to_dict() for s in funnel],
+        "resumed": False,
+    }
+    write_json_atomic(paths["stats"], result)
+    write_json_atomic(paths["marker"], {
+        "fingerprint": fingerprint,
+        "documents_bytes": paths["documents"].stat().st_size,
+    })
+    return result

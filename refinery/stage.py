@@ -1,0 +1,68 @@
+"""The protocol every stage follows. Stages know nothing of Dask."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Iterable, Iterator
+
+from pydantic import BaseModel, ConfigDict
+
+from refinery.document import Document, Drop
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's typed parameters; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stage:
+    """One step of the per-shard chain.
+
+    Simple stages implement `process_doc`; vectorised ones (LID, MinHash, tokenisation)
+    override `process_batch` and set `batch_size`. Every drop carries a reason from `reasons`.
+    """
+
+    name: ClassVar[str]
+    reasons: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type[StageConfig]] = StageConfig
+    batch_size: ClassVar[int] = 1
+
+    def __init__(self, config: StageConfig | None = None):
+        self.config = config if config is not None else self.Config()
+
+    def setup(self) -> None:
+        """Load models or lists; called once per task, before the first document."""
+
+    def teardown(self) -> None:
+        """Release processes or files; called once per task, after the last document."""
+
+    def process_doc(self, doc: Document) -> Document | Drop:
+        raise NotImplementedError
+
+    def process_batch(self, docs: list[Document]) -> list[Document | Drop]:
+        return [self.process_doc(doc) for doc in docs]
+
+    def extra_stats(self) -> dict:
+        """Stage-specific counters that add up across shards (e.g. languages seen)."""
+        return {}
+
+
+class SourceStage:
+    """The first step of a chain: turns one input shard into documents."""
+
+    name: ClassVar[str]
+    reasons: ClassVar[tuple[str, ...]] = ()
+
+    def read(self, path: str) -> Iterator[Document | Drop]:
+        raise NotImplementedError
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

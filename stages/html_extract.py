@@ -1,0 +1,86 @@
+"""Main-text extraction from HTML: trafilatura (RefinedWeb's choice) or resiliparse (fast)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from refinery.document import Document, Drop
+from refinery.sandbox import ProcessSandbox, SandboxCrashed, SandboxError, SandboxTimeout
+from refinery.stage import Stage, StageConfig
+
+
+class ExtractConfig(StageConfig):
+    extractor: Literal["trafilatura", "resiliparse"] = "trafilatura"
+    # "process" isolates the extractor in a child process so timeouts and crashes drop one
+    # document; "inline" is faster to debug but has no time bound.
+    isolation: Literal["process", "inline"] = "process"
+    timeout_s: float = Field(default=5.0, gt=0)
+    favor_precision: bool = True
+    include_tables: bool = True
+    include_comments: bool = False
+    min_chars: int = Field(default=1, ge=0)
+
+
+def extract_text(html: str, url: str, extractor: str, favor_precision: bool,
+                 include_tables: bool, include_comments: bool) -> str:
+    """Pure function run in the sandbox; returns "" when nothing was extracted."""
+    if extractor == "trafilatura":
+        import trafilatura
+
+        # deduplicate stays off: trafilatura's cache spans documents, which would make output
+        # depend on the order in which a worker sees them. Dedup is refinery's own stage.
+        text = trafilatura.extract(
+            html,
+            url=url or None,
+            favor_precision=favor_precision,
+            include_comments=include_comments,
+            include_tables=include_tables,
+            deduplicate=False,
+            with_metadata=False,
+        )
+        return text or ""
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.html import HTMLTree
+
+    tree = HTMLTree.parse(html)
+    return extract_plain_text(tree, main_content=True, alt_texts=False, links=False,
+                              list_bullets=True, comments=include_comments) or ""
+
+
+class HtmlExtract(Stage):
+    name: ClassVar[str] = "extract"
+    reasons: ClassVar[tuple[str, ...]] = ("extract_timeout", "extract_error", "extractor_crashed", "no_text")
+    Config = ExtractConfig
+
+    def setup(self) -> None:
+        c = self.config
+        self._kwargs = dict(extractor=c.extractor, favor_precision=c.favor_precision,
+                            include_tables=c.include_tables, include_comments=c.include_comments)
+        self._sandbox = None
+        if c.isolation == "process":
+            self._sandbox = ProcessSandbox("stages.html_extract:extract_text", self._kwargs, c.timeout_s)
+
+    def teardown(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+    def process_doc(self, doc: Document) -> Document | Drop:
+        html, doc.html = doc.html or "", None
+        try:
+            if self._sandbox is not None:
+                text = self._sandbox.call(html, doc.url)
+            else:
+                text = extract_text(html, doc.url, **self._kwargs)
+        except SandboxTimeout:
+            return Drop(doc, "extract_timeout")
+        except SandboxCrashed:
+            return Drop(doc, "extractor_crashed")
+        except (SandboxError, Exception):  # noqa: BLE001 - one page's failure must not stop the shard
+            return Drop(doc, "extract_error")
+        text = text.strip()
+        if len(text) < max(self.config.min_chars, 1):
+            return Drop(doc, "no_text")
+        doc.text = text
+        return doc

