@@ -40,6 +40,7 @@ class RunConfig(_Strict):
     batch_size: int = Field(default=256, ge=1)
     row_group_size: int = Field(default=2048, ge=1)
     limit: int | None = Field(default=None, ge=1)
+    dropped_samples: int = Field(default=20, ge=0)  # kept per stage, reason and shard
     dashboard: bool = True
 
 

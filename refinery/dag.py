@@ -19,7 +19,7 @@ from refinery.stats import StageStats, funnel_report, sum_stage_stats
 def finalize(results: list[dict], config: PipelineConfig, out_dir: str, shards: list[InputShard]) -> dict:
     """The reduce node: adds the per-shard funnels up and writes stats.json atomically."""
     out = Path(out_dir)
-    _remove_stale_outputs(out, shards)
+    _remove_stale_outputs(out, shards, ["warc_reader", *(s.name for s in config.stages)])
     results = sorted(results, key=lambda r: r["shard_id"])
     funnel = sum_stage_stats([[StageStats.from_dict(s) for s in r["funnel"]] for r in results])
     languages = next((s.extra for s in funnel if s.stage == "language_id"), {})
@@ -41,11 +41,19 @@ def finalize(results: list[dict], config: PipelineConfig, out_dir: str, shards: 
     return stats
 
 
-def _remove_stale_outputs(out: Path, shards: list[InputShard]) -> None:
-    """Drops outputs of shards that are not part of this run, so documents/ matches stats.json."""
+def _remove_stale_outputs(out: Path, shards: list[InputShard], stage_names: list[str]) -> None:
+    """Drops outputs of shards and stages that are not part of this run, so the folders match stats.json."""
+    import shutil
+
     expected = {p.name for shard in shards for p in shard_paths(out, shard).values()}
-    for folder in ("documents", "stats/shards", "_markers/map"):
-        directory = out / folder
+    folders = [out / "documents", out / "stats" / "shards", out / "_markers" / "map"]
+    if (out / "dropped").is_dir():
+        for stage_dir in (out / "dropped").iterdir():
+            if stage_dir.name not in stage_names:
+                shutil.rmtree(stage_dir)
+            else:
+                folders.append(stage_dir)
+    for directory in folders:
         if directory.is_dir():
             for path in directory.iterdir():
                 if path.is_file() and path.name not in expected:

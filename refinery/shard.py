@@ -27,17 +27,56 @@ DOCUMENT_SCHEMA = pa.schema([
 ])
 
 
+DROPPED_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("url", pa.string()),
+    ("stage", pa.string()),
+    ("reason", pa.string()),
+    ("language", pa.string()),
+    ("text", pa.string()),  # the text the stage saw; the HTML head for pre-extraction drops
+])
+DROPPED_TEXT_CHARS = 20_000
+
+
 class UndeclaredReason(AssertionError):
     pass
 
 
-def _count_source(source: SourceStage, path: str, stats: StageStats) -> Iterator[Document]:
+class DropSampler:
+    """Keeps the first N dropped documents per stage and reason: bounded and deterministic."""
+
+    def __init__(self, per_reason: int):
+        self.per_reason = per_reason
+        self.kept: dict[str, list[dict]] = {}
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def offer(self, stage: str, drop: Drop) -> None:
+        key = (stage, drop.reason)
+        if self._counts.get(key, 0) >= self.per_reason:
+            return
+        self._counts[key] = self._counts.get(key, 0) + 1
+        doc = drop.doc
+        self.kept.setdefault(stage, []).append({
+            "id": doc.id, "url": doc.url, "stage": stage, "reason": drop.reason, "language": doc.language,
+            "text": (doc.text or doc.html or "")[:DROPPED_TEXT_CHARS],
+        })
+
+    def write(self, out_dir: Path, shard_id: str) -> None:
+        for stale in (out_dir / "dropped").glob(f"*/{shard_id}.parquet"):
+            stale.unlink()  # from an earlier attempt with other drops
+        for stage, rows in self.kept.items():
+            with atomic_path(out_dir / "dropped" / stage / f"{shard_id}.parquet") as tmp:
+                pq.write_table(pa.Table.from_pylist(rows, schema=DROPPED_SCHEMA), tmp, compression="zstd")
+
+
+def _count_source(source: SourceStage, path: str, stats: StageStats, sampler: DropSampler) -> Iterator[Document]:
     started = time.perf_counter()
     for item in source.read(path):
         stats.docs_in += 1
         if isinstance(item, Drop):
             _check_reason(source, item.reason)
             stats.dropped[item.reason] += 1
+            sampler.offer(source.name, item)
         else:
             stats.docs_out += 1
             stats.seconds += time.perf_counter() - started
@@ -46,7 +85,7 @@ def _count_source(source: SourceStage, path: str, stats: StageStats) -> Iterator
     stats.seconds += time.perf_counter() - started
 
 
-def _apply(stage: Stage, docs: Iterable[Document], stats: StageStats) -> Iterator[Document]:
+def _apply(stage: Stage, docs: Iterable[Document], stats: StageStats, sampler: DropSampler) -> Iterator[Document]:
     for batch in batched(docs, getattr(stage, "batch_size", 1)):
         stats.docs_in += len(batch)
         started = time.perf_counter()
@@ -56,6 +95,7 @@ def _apply(stage: Stage, docs: Iterable[Document], stats: StageStats) -> Iterato
             if isinstance(item, Drop):
                 _check_reason(stage, item.reason)
                 stats.dropped[item.reason] += 1
+                sampler.offer(stage.name, item)
             else:
                 stats.docs_out += 1
                 yield item
@@ -120,13 +160,14 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
     reader, stages = build_chain(config)
     funnel = [StageStats(reader.name)] + [StageStats(stage.name) for stage in stages]
     paths = shard_paths(out, shard)
+    sampler = DropSampler(config.spec.run.dropped_samples)
     documents = 0
     for stage in stages:
         stage.setup()
     try:
-        stream: Iterable[Document] = _count_source(reader, shard.path, funnel[0])
+        stream: Iterable[Document] = _count_source(reader, shard.path, funnel[0], sampler)
         for stage, stats in zip(stages, funnel[1:]):
-            stream = _apply(stage, stream, stats)
+            stream = _apply(stage, stream, stats, sampler)
         with atomic_path(paths["documents"]) as tmp:
             with pq.ParquetWriter(tmp, DOCUMENT_SCHEMA, compression="zstd") as writer:
                 for rows in batched(stream, config.spec.run.row_group_size):
@@ -140,6 +181,7 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
     for stats in funnel:
         stats.check_balanced()
 
+    sampler.write(out, shard.shard_id)
     result = {
         "shard_id": shard.shard_id,
         "path": shard.path,

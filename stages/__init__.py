@@ -1,6 +1,28 @@
-"""Pipeline stages, one module each. Heavy libraries are imported in `setup`, not here."""
+"""Pipeline stages, one module each. Heavy libraries are imported in `setup`, not here.
 
-from stages.html_extract import HtmlExtract
-from stages.language_id import LanguageId
+Every `Stage` subclass with a `name` defined in a module of this package is registered
+under that name, so a config can list it.
+"""
 
-STAGES = {stage.name: stage for stage in (HtmlExtract, LanguageId)}
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from refinery.stage import Stage
+
+
+def _discover() -> dict[str, type[Stage]]:
+    found: dict[str, type[Stage]] = {}
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, Stage) and value is not Stage
+                    and value.__module__ == module.__name__ and "name" in vars(value)):
+                if value.name in found:
+                    raise RuntimeError(f"two stages named {value.name!r}")
+                found[value.name] = value
+    return found
+
+
+STAGES: dict[str, type[Stage]] = _discover()

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from refinery.document import Document, Drop
-from refinery.sandbox import ProcessSandbox, SandboxCrashed, SandboxError, SandboxTimeout
+from refinery.sandbox import ProcessSandbox, SandboxCrashed, SandboxTimeout
 from refinery.stage import Stage, StageConfig
 
 
@@ -67,7 +67,7 @@ class HtmlExtract(Stage):
             self._sandbox.close()
 
     def process_doc(self, doc: Document) -> Document | Drop:
-        html, doc.html = doc.html or "", None
+        html = doc.html or ""
         try:
             if self._sandbox is not None:
                 text = self._sandbox.call(html, doc.url)
@@ -77,10 +77,10 @@ class HtmlExtract(Stage):
             return Drop(doc, "extract_timeout")
         except SandboxCrashed:
             return Drop(doc, "extractor_crashed")
-        except (SandboxError, Exception):  # noqa: BLE001 - one page's failure must not stop the shard
+        except Exception:  # noqa: BLE001 - SandboxError or inline failure: one page, not the shard
             return Drop(doc, "extract_error")
         text = text.strip()
         if len(text) < max(self.config.min_chars, 1):
             return Drop(doc, "no_text")
-        doc.text = text
+        doc.text, doc.html = text, None  # dropped documents keep their HTML for inspection
         return doc

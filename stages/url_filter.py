@@ -1,0 +1,100 @@
+"""RefinedWeb URL filtering, before extraction: UT1 blocklist plus a URL word score.
+
+datatrove's URLFilter implements exactly RefinedWeb's rules (blocked domains, subdomains and
+URLs from UT1; hard-banned words, two or more soft-banned words, banned subwords) and ships
+the lists, so it is reused here. refinery adds curated-domain exclusion and an allowlist.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from pydantic import Field
+
+from refinery.document import Document, Drop
+from refinery.stage import Stage, StageConfig
+
+# datatrove's reason -> refinery's declared reason
+_REASONS = {
+    "domain": "blocked_domain",
+    "subdomain": "blocked_subdomain",
+    "url": "blocked_url",
+    "hard_blacklisted": "banned_word",
+    "soft_blacklisted": "soft_banned_words",
+    "blacklisted_subword": "banned_subword",
+}
+
+
+class UrlFilterConfig(StageConfig):
+    use_ut1_blocklist: bool = True  # the UT1 lists and word lists datatrove ships
+    soft_word_threshold: int = Field(default=2, ge=1)
+    extra_blocked_domains: list[str] = []
+    extra_blocked_urls: list[str] = []
+    extra_banned_words: list[str] = []
+    extra_soft_banned_words: list[str] = []
+    extra_banned_subwords: list[str] = []
+    # Sources curated elsewhere (added to the mix as their own sources); RefinedWeb removed
+    # them from the web set so they are not counted twice.
+    curated_domains: list[str] = ["wikipedia.org", "arxiv.org"]
+    # Domains never dropped by the blocklist or word score (false positives you vouch for).
+    allow_domains: list[str] = []
+
+
+_FILTER_CACHE: dict = {}  # one loaded blocklist per worker process: loading UT1 takes seconds
+
+
+def _datatrove_filter(config: UrlFilterConfig):
+    key = config.model_dump_json()
+    if key not in _FILTER_CACHE:
+        os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+        from datatrove.pipeline.filters import URLFilter
+        from tldextract import TLDExtract
+
+        url_filter = URLFilter(
+            soft_word_threshold=config.soft_word_threshold,
+            extra_domains=config.extra_blocked_domains or None,
+            extra_urls=config.extra_blocked_urls or None,
+            banned_words=config.extra_banned_words or None,
+            banned_subwords=config.extra_banned_subwords or None,
+            soft_banned_words=config.extra_soft_banned_words or None,
+            use_integrated_lists=config.use_ut1_blocklist,
+        )
+        # The bundled public-suffix snapshot; never fetch the list from the network.
+        url_filter.tldextractor = TLDExtract(suffix_list_urls=(), cache_dir=None)
+        url_filter.download_data()
+        _FILTER_CACHE[key] = url_filter
+    return _FILTER_CACHE[key]
+
+
+def _matches(host: str, domains: frozenset[str]) -> bool:
+    """True when host is one of `domains` or a subdomain of one."""
+    parts = host.lower().rstrip(".").split(".")
+    return any(".".join(parts[i:]) in domains for i in range(len(parts)))
+
+
+class UrlFilter(Stage):
+    name: ClassVar[str] = "url_filter"
+    reasons: ClassVar[tuple[str, ...]] = (*_REASONS.values(), "curated_domain", "no_url")
+    Config = UrlFilterConfig
+
+    def setup(self) -> None:
+        from datatrove.data import Document as DatatroveDocument
+
+        self._filter = _datatrove_filter(self.config)
+        self._wrap = DatatroveDocument
+        self._curated = frozenset(d.lower() for d in self.config.curated_domains)
+        self._allowed = frozenset(d.lower() for d in self.config.allow_domains)
+
+    def process_doc(self, doc: Document) -> Document | Drop:
+        if not doc.url:
+            return Drop(doc, "no_url")
+        host = self._filter.tldextractor(doc.url).fqdn
+        if self._curated and _matches(host, self._curated):
+            return Drop(doc, "curated_domain")
+        if self._allowed and _matches(host, self._allowed):
+            return doc
+        verdict = self._filter.filter(self._wrap(text="", id=doc.id, metadata={"url": doc.url}))
+        if verdict is True:
+            return doc
+        return Drop(doc, _REASONS[verdict[1]])
