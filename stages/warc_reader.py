@@ -61,13 +61,24 @@ def _record_id(raw_id: str | None, shard_name: str, index: int) -> str:
     return "arc-" + hashlib.sha1(f"{shard_name}:{index}".encode()).hexdigest()[:32]
 
 
-def _is_arc(head: bytes) -> bool:
+def _plain_head(head: bytes) -> bytes:
+    """The first bytes of the first record, through one gzip member if the file is gzipped."""
     if head[:2] == b"\x1f\x8b":
         try:
-            head = zlib.decompressobj(wbits=31).decompress(head, 64)
+            return zlib.decompressobj(wbits=31).decompress(head, 64)
         except zlib.error:
-            return False
-    return head.startswith(b"filedesc://")
+            return b""
+    return head
+
+
+def _archive_kind(head: bytes) -> str | None:
+    """'warc', 'arc', or None when the file is not an archive fastwarc or warcio can read."""
+    plain = _plain_head(head).lstrip(b"\r\n")
+    if plain.startswith(b"WARC/"):
+        return "warc"
+    if plain.startswith(b"filedesc://"):
+        return "arc"
+    return None
 
 
 class WarcReader(SourceStage):
@@ -75,7 +86,7 @@ class WarcReader(SourceStage):
     reasons: ClassVar[tuple[str, ...]] = (
         "warcinfo", "request", "metadata", "revisit", "resource", "conversion", "other_record_type",
         "http_status", "non_html", "truncated", "too_large", "empty_payload", "binary_payload",
-        "unreadable_archive",
+        "unreadable_archive", "empty_file",
     )
 
     def __init__(self, config: InputConfig | None = None, source: str = "web", limit: int | None = None):
@@ -86,10 +97,16 @@ class WarcReader(SourceStage):
 
     def read(self, path: str) -> Iterator[Document | Drop]:
         shard_name = path.rstrip("/").rsplit("/", 1)[-1]
-        arc = self.config.format == "arc"
-        if self.config.format == "auto":
-            with open_input(path) as stream:
-                arc = _is_arc(stream.read(4096))
+        with open_input(path) as stream:
+            head = stream.read(4096)
+        if not head:
+            yield Drop(Document(id=f"{shard_name}:empty", url=""), "empty_file")
+            return
+        kind = _archive_kind(head)
+        if kind is None:  # fastwarc stops silently on such files; count them instead
+            yield Drop(Document(id=f"{shard_name}:unreadable", url=""), "unreadable_archive")
+            return
+        arc = self.config.format == "arc" or (self.config.format == "auto" and kind == "arc")
         records = self._read_arc(path, shard_name) if arc else self._read_warc(path, shard_name)
         for count, item in enumerate(records, start=1):
             yield item
@@ -220,9 +237,11 @@ def decode_body(payload: bytes, transfer_encoding: str | None, content_encoding:
 
 
 def dechunk(payload: bytes) -> bytes:
-    """HTTP/1.1 chunked body to plain bytes; returns the input unchanged if it is not chunked."""
+    """HTTP/1.1 chunked body to plain bytes; returns the input unchanged if it is not chunked.
+
+    A body whose chunks run to its end without the closing zero-size chunk is still chunked."""
     out, pos = [], 0
-    while True:
+    while pos < len(payload):
         end = payload.find(b"\r\n", pos)
         if end < 0:
             return payload
@@ -237,6 +256,7 @@ def dechunk(payload: bytes) -> bytes:
             return payload
         out.append(payload[start:start + size])
         pos = start + size + 2
+    return b"".join(out) if out else payload
 
 
 def _split_content_type(value: str | None) -> tuple[str | None, str | None]:

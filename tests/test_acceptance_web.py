@@ -1,0 +1,122 @@
+"""Acceptance: the English pipeline on the real web shards in ../shared/data/web (1,778 records).
+
+One run with 2 workers (about a minute on 2 cores) is shared by every test of this module.
+Extraction quality is scored with trafilatura's evaluation set, whose pages are in the shards
+under the same URLs: `with` snippets must be in the main text, `without` snippets must not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from support import SHARED_DATA, check_funnel, read_documents, run_cli_subprocess
+
+pytestmark = [pytest.mark.shared, pytest.mark.slow]
+
+WEB_RECORDS = 1778
+MENU_LINE = re.compile(
+    r"^(home|about|about us|contact|contact us|log ?in|sign ?in|sign ?up|register|search|menu|privacy|"
+    r"privacy policy|terms|terms of use|imprint|impressum|faq|help|blog|news|subscribe|newsletter|"
+    r"skip to (main )?content|toggle navigation|next|previous|share|tweet)$", re.IGNORECASE)
+KNOWN_PAGES = [
+    "https://harpers.org/a-letter-on-justice-and-open-debate/",
+    "https://www.kxan.com/news/texas/voters-pass-increase-for-retired-public-education-workers-but-future-shortfalls-likely-to-emerge/",
+    "https://harrypotter.fandom.com/wiki/Water-Making_Spell",
+]
+
+
+@pytest.fixture(scope="module")
+def web_run(tmp_path_factory) -> dict:
+    shards = sorted((SHARED_DATA / "web").glob("*.warc.gz"))
+    if not shards:
+        pytest.skip(f"shared data not available: {SHARED_DATA / 'web'}")
+    out = tmp_path_factory.mktemp("web") / "out"
+    result = run_cli_subprocess("run", "configs/english.yaml", "--input", str(SHARED_DATA / "web" / "*.warc.gz"),
+                                "--output", out, "--workers", "2", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    docs = read_documents(out).to_pylist()
+    return {"out": out, "stats": stats, "docs": docs, "result": result}
+
+
+@pytest.fixture(scope="module")
+def evaldata() -> dict:
+    path = SHARED_DATA / "extraction" / "trafilatura-evaldata.json"
+    if not path.is_file():
+        pytest.skip(f"shared data not available: {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_every_record_is_accounted_for(web_run):
+    stats = web_run["stats"]
+    funnel = check_funnel(stats)
+    assert funnel[0]["docs_in"] == WEB_RECORDS
+    assert funnel[0]["docs_out"] == WEB_RECORDS  # every record is a 200 text/html response
+    assert stats["input"] == {"shards": 4, "records": WEB_RECORDS}
+    assert f"done: {WEB_RECORDS} records in 4 shards" in web_run["result"].stdout
+    extract = next(s for s in funnel if s["stage"] == "extract")
+    assert extract["docs_out"] >= 0.95 * extract["docs_in"]  # real pages nearly all have text
+
+
+def test_languages_seen(web_run):
+    seen = web_run["stats"]["languages"]["languages_seen"]
+    # the pages are mostly German and English, with Spanish, French, Polish, Chinese and others
+    assert seen["de"] > seen["en"] > seen.get("es", 0) > 0
+    assert {"fr", "pl", "zh"} <= set(seen)
+    assert web_run["stats"]["languages"]["languages_kept"] == {"en": web_run["stats"]["output"]["documents"]}
+
+
+def test_documents_are_english(web_run):
+    docs = web_run["docs"]
+    assert len(docs) == web_run["stats"]["output"]["documents"]
+    assert len(docs) >= 100  # about 360 English pages with the extract + language_id chain
+    assert all(d["language"] == "en" and d["language_score"] >= 0.65 for d in docs)
+    assert len({d["id"] for d in docs}) == len(docs)
+    assert all(d["text"].strip() for d in docs)
+
+
+def test_no_document_is_only_navigation(web_run):
+    for d in web_run["docs"]:
+        lines = [line.strip() for line in d["text"].splitlines() if line.strip()]
+        menu = [line for line in lines if MENU_LINE.match(line)]
+        assert len(menu) < len(lines), (d["url"], lines[:10])
+        assert len(menu) <= 3, (d["url"], menu)
+    short = [d for d in web_run["docs"] if len(d["text"]) < 100]
+    assert len(short) <= 0.02 * len(web_run["docs"]), [d["text"] for d in short]
+
+
+def score(doc: dict, entry: dict) -> tuple[int, int]:
+    found = sum(snippet in doc["text"] for snippet in entry["with"])
+    avoided = sum(snippet not in doc["text"] for snippet in entry["without"])
+    return found, avoided
+
+
+def test_extraction_quality_on_the_evaluation_pages(web_run, evaldata):
+    found = wanted = avoided = unwanted = pages = 0
+    for doc in web_run["docs"]:
+        entry = evaldata.get(doc["url"])
+        if not entry:
+            continue
+        pages += 1
+        f, a = score(doc, entry)
+        found, wanted = found + f, wanted + len(entry["with"])
+        avoided, unwanted = avoided + a, unwanted + len(entry["without"])
+    assert pages >= 150
+    assert found / wanted >= 0.85, f"main-text snippets found: {found}/{wanted}"
+    assert avoided / unwanted >= 0.90, f"boilerplate snippets avoided: {avoided}/{unwanted}"
+
+
+@pytest.mark.parametrize("url", KNOWN_PAGES)
+def test_known_pages(web_run, evaldata, url):
+    entry = evaldata[url]
+    docs = [d for d in web_run["docs"] if d["url"] == url]
+    assert docs, f"{url} not among the English documents"
+    for doc in docs:
+        for snippet in entry["with"]:
+            assert snippet in doc["text"], snippet
+        for snippet in entry["without"]:
+            assert snippet not in doc["text"], snippet
