@@ -14,21 +14,23 @@ import unicodedata
 from functools import lru_cache
 
 # Gopher's list (Rae et al. 2021, appendix A) and, for the other RefinedWeb-Europe languages,
-# the same eight words translated (article forms, be, to, of, and, that, have, with); where a
-# language has no article or no "of", its most frequent prepositions in the Leipzig Wortschatz
-# web sentences take the place. Matching is case-sensitive, as in Gopher and datatrove.
+# the same words translated: the article's common forms, "be" (with its third-person present,
+# the form running text uses), "to", "of", "and", "that", "have", "with". Where a language has
+# no article or no "of" (pl, cs), its most frequent prepositions in the Leipzig Wortschatz web
+# sentences stand in. Romanian "și" is listed in both spellings (comma and cedilla). Matching is
+# case-sensitive, as in Gopher and datatrove.
 STOP_WORDS: dict[str, frozenset[str]] = {lang: frozenset(words.split()) for lang, words in {
     "en": "the be to of and that have with",
-    "de": "der die das sein zu von und dass haben mit",
-    "es": "el la los ser a de y que haber con",
-    "fr": "le la les être à de et que avoir avec",
-    "it": "il la essere a di e che avere con",
-    "pt": "o a os ser para de e que ter com",
-    "pl": "być do w i że mieć z na",
-    "nl": "de het zijn te van en dat hebben met",
-    "ro": "fi la de și şi că avea cu în",
-    "cs": "být do v a že mít s na",
-    "sv": "den det vara att till av och som ha med",
+    "de": "der die das sein ist zu von und dass haben mit",
+    "es": "el la los ser es a de y que haber con",
+    "fr": "le la les être est à de et que avoir avec",
+    "it": "il la essere è a di e che avere con",
+    "pt": "o a os ser é para de e que ter com",
+    "pl": "być jest do w i że mieć z na",
+    "nl": "de het zijn is te van en dat hebben met",
+    "ro": "fi este la de și şi că avea cu în",
+    "cs": "být je do v a že mít s na",
+    "sv": "den det vara är att till av och som ha med",
 }.items()}
 
 
@@ -81,12 +83,22 @@ def _char_class(predicate, ranges=((0, 0x10000),)) -> str:
     return "".join(parts)
 
 
-ALPHA = _char_class(str.isalpha)
-LOWER = _char_class(lambda c: c.isalpha() and not c.isupper())  # lower case and uncased scripts
-UPPER = _char_class(lambda c: c.isalpha() and not c.islower())
+# Letters: what str.isalpha accepts (but not ª µ º), plus, as in spaCy, the whole blocks of
+# the uncased scripts (CJK with its punctuation, Indic scripts with their marks and digits, ...).
+_UNCASED = (
+    r"\u1200-\u137F\u0980-\u09FF\u0591-\u05F4\uFB1D-\uFB4F\u0620-\u064A\u066E-\u06D5\u06E5-\u06FF"
+    r"\u0750-\u077F\u08A0-\u08BD\uFB50-\uFBB1\uFBD3-\uFD3D\uFD50-\uFDC7\uFDF0-\uFDFB\uFE70-\uFEFC"
+    r"\U0001EE00-\U0001EEBB\u0D80-\u0DFF\u0900-\u097F\u0C80-\u0CFF\u0B80-\u0BFF\u0C00-\u0C7F\uAC00-\uD7AF"
+    r"\u1100-\u11FF\u3040-\u309F\u30A0-\u30FF\u3400-\u4DBF\u4E00-\u9FFF\U00020000-\U0002EBEF\u2E80-\u2FDF"
+    r"\u2FF0-\u303F\u31C0-\u31EF\u3200-\u33FF\uF900-\uFAFF\uFE30-\uFE4F\U0001F200-\U0001F2FF"
+    r"\U0002F800-\U0002FA1F"
+)
+ALPHA = _char_class(lambda c: c.isalpha() and c not in "ªµº") + _UNCASED
+LOWER = _char_class(lambda c: c.isalpha() and not c.isupper() and c not in "ªµº") + _UNCASED
+UPPER = _char_class(lambda c: c.isalpha() and not c.islower() and c not in "ªµº") + _UNCASED
 ICONS = _char_class(lambda c: unicodedata.category(c) == "So", ((0, 0x10000), (0x1F000, 0x1FB00)))
 _P = re.escape("…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪")
-_Q = re.escape("'\"”“`‘´’‚„»«「」『』（）〔〕【】《》〈〉⟦⟧")
+_Q = re.escape("'\"”“`‘´’‚,„»«「」『』（）〔〕【】《》〈〉\u2329\u232a⟦⟧")
 _CURRENCY = r"[$£€¥฿₽﷼\u20a0-\u20bf]|US\$|C\$|A\$"
 _UNITS = "|".join(map(re.escape, (
     "km km² km³ m m² m³ dm dm² dm³ cm cm² cm³ mm mm² mm³ ha µm nm yd in ft kg g mg µg t lb oz "
@@ -99,11 +111,14 @@ _SUFFIX = (  # {digit}: whether "." after a digit is split off ("1." is one toke
 _HYPHEN_INFIX = rf"|(?<=[{ALPHA}0-9])(?:-|–|—|--|---|——|~)(?=[{ALPHA}])"
 _INFIX = (rf"\.\.+|…|[{ICONS}]|(?<=[0-9])[+\-*^](?=[0-9-])|(?<=[{LOWER}{_Q}])\.(?=[{UPPER}{_Q}])"
           rf"|(?<=[{ALPHA}]),(?=[{ALPHA}])|(?<=[{ALPHA}0-9])[:<>=/](?=[{ALPHA}])")
-# spaCy's URL_MATCH (https://gist.github.com/dperini/729294) without its IP-address branch.
+# spaCy's URL_MATCH (after https://gist.github.com/dperini/729294): public IPv4 or host name.
 _URL = re.compile(
-    r"(?:[\w+\-.]{2,}://)?(?:\S+(?::\S*)?@)?"
+    r"(?:[\w+\-.]{2,}://)?(?:\S+(?::\S*)?@)?(?:"
+    r"(?!(?:10|127)(?:\.\d{1,3}){3})(?!(?:169\.254|192\.168)(?:\.\d{1,3}){2})"
+    r"(?!172\.(?:1[6-9]|2\d|3[0-1])(?:\.\d{1,3}){2})(?:[1-9]\d?|1\d\d|2[01]\d|22[0-3])"
+    r"(?:\.(?:1?\d{1,2}|2[0-4]\d|25[0-5])){2}(?:\.(?:[1-9]\d?|1\d\d|2[0-4]\d|25[0-4]))|"
     r"(?:(?:[A-Za-z0-9\u00a1-\uffff][A-Za-z0-9\u00a1-\uffff_-]{0,62})?[A-Za-z0-9\u00a1-\uffff]\.)+"
-    rf"[{LOWER}]{{2,63}}(?::\d{{2,5}})?(?:[/?#]\S*)?$")
+    rf"[{LOWER}]{{2,63}})(?::\d{{2,5}})?(?:[/?#]\S*)?$")
 
 # ---- special cases (spacy/lang/tokenizer_exceptions.py, en/); in the English lists "|" marks a split
 
@@ -227,8 +242,9 @@ class _Rules:
                 prefixes.append(string[:pre_len])
                 string = string[pre_len:]
                 break
-            suf = self.suffix.search(string, pre_len)
-            suf_len = len(string) - suf.start() if suf else 0
+            rest = string[pre_len:]  # a new string, so that lookbehinds cannot see the prefix
+            suf = self.suffix.search(rest)
+            suf_len = len(rest) - suf.start() if suf else 0
             if suf_len and string[:-suf_len] in specials:
                 suffixes.append(string[-suf_len:])
                 string = string[:-suf_len]

@@ -109,7 +109,7 @@ def _duplicate_ngram_chars(words: Sequence[str]) -> dict[int, int]:
 
 
 def repetition_stats(text: str, words: Sequence[str]) -> dict[str, float]:
-    """Each rule's measure for `text` (split into `words`): a fraction in [0, 1]."""
+    """Each rule's measure for a non-empty `text`, split into `words`: a fraction in [0, 1]."""
     stats: dict[str, float] = {}
     length = len(text)
     paragraphs = _PARAGRAPH_BREAK.split(text.strip())

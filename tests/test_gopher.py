@@ -22,6 +22,13 @@ from stages.gopher_repetition import (RULES, GopherRepetition, GopherRepetitionC
                                       first_broken_rule, repetition_stats)
 
 SENTENCE = "The quick brown fox jumps over the lazy dog and the dog sleeps with the fox."
+ARTICLE = (  # ordinary prose: no rule of either filter applies
+    "The river town held its market on Saturday, as it has done for two hundred years. Farmers brought "
+    "apples, cheese and honey to the square, while children watched a juggler near the old fountain.\n\n"
+    "By noon the stalls were crowded. A baker sold out of rye bread before eleven, and the mayor gave a short "
+    "speech about repairing the bridge that links both banks. Most visitors stayed until the evening concert "
+    "that closed the day."
+)
 
 
 def doc(text: str, language: str = "en") -> Document:
@@ -65,6 +72,7 @@ def only(rule: str) -> dict:
     ("Mr. Smith, e.g. U.S. A. etc. end.", ["Mr.", "Smith", ",", "e.g.", "U.S.", "A.", "etc", ".", "end", "."]),
     ("(see http://x.com/a-b).", ["(", "see", "http://x.com/a-b", ")", "."]),
     ("www.foo.com/a-b hello.World", ["www.foo.com/a-b", "hello", ".", "World"]),
+    ("8.8.8.8/dns 192.168.0.1/x", ["8.8.8.8/dns", "192.168.0.1", "/", "x"]),  # private IPs are not URLs
     ("10km 7pm 3-4 1,000 a,b a/b", ["10", "km", "7", "pm", "3", "-", "4", "1,000", "a", ",", "b", "a", "/", "b"]),
     ("e-mail x--y a...b ...", ["e", "-", "mail", "x", "--", "y", "a", "...", "b", "..."]),
     ("#hash ## R&D C++ :) “Hello,”", ["#", "hash", "#", "#", "R&D", "C++", ":)", "“", "Hello", ",", "”"]),
@@ -99,7 +107,7 @@ def test_stop_words_per_language():
     assert stop_words("en") == {"the", "be", "to", "of", "and", "that", "have", "with"}
     assert set(STOP_WORDS) == {"en", "de", "es", "fr", "it", "pt", "pl", "nl", "ro", "cs", "sv"}
     for language, words in STOP_WORDS.items():
-        assert 8 <= len(words) <= 10 and all(w == w.lower() for w in words), language
+        assert 8 <= len(words) <= 11 and all(w == w.lower() for w in words), language
     assert stop_words("fi") is None
 
 
@@ -117,6 +125,18 @@ def test_split_words_agrees_with_spacy_on_tricky_strings():
     ]
     nlp = spacy.blank("en")
     for sample in samples:
+        assert split_words(sample, "en") == [t.text for t in nlp(sample) if t.text.strip()], sample
+
+
+def test_split_words_agrees_with_spacy_on_random_strings():
+    spacy = pytest.importorskip("spacy")
+    pieces = (list("aAzZéÜßЖж中ーা০1900.,;:!?'\"’‘“”()[]{}-–—/\\#@&%$€£+*^=<>_~…|§°²µ")
+              + ["n't", "'s", "http://", "www.", ".com", "Mr.", "e.g.", ":)", "...", "--", "im", "dont", "🙂", "©",
+                 "km", "US$", "°C", "1.", "a.m.", "@example.org", "?q=1", ":80", "192.168.0.1", "10.5"])
+    rng = random.Random(11)
+    nlp = spacy.blank("en")
+    for _ in range(3000):
+        sample = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
         assert split_words(sample, "en") == [t.text for t in nlp(sample) if t.text.strip()], sample
 
 
@@ -177,7 +197,7 @@ def test_repetition_rules_apply_in_datatrove_order():
     assert verdict(repetition(dup_para_frac=None), text) == "dup_para_char_frac"
     assert verdict(repetition(dup_para_frac=None, dup_para_char_frac=None), text) == "dup_line_frac"
     assert verdict(repetition(), "") == "empty_text"
-    assert verdict(repetition(), SENTENCE) is None
+    assert verdict(repetition(), ARTICLE) is None
 
 
 def test_top_ngram_counts_spaces_and_takes_the_first_of_equally_frequent():
@@ -263,6 +283,7 @@ def test_each_quality_rule_drops(reason, text, config):
 
 def test_quality_keeps_prose_and_rules_can_be_switched_off():
     assert verdict(quality(), PROSE) is None
+    assert verdict(quality(), ARTICLE) is None
     assert verdict(quality(min_words=None), "Hello there world and the rest") is None
     assert verdict(quality(max_bullet_lines_ratio=None), "\n".join("- " + SENTENCE for _ in range(4))) is None
 
@@ -343,7 +364,7 @@ def test_verdicts_agree_with_datatrove_on_web_pages(web_documents):
     for doc_id, text in web_documents:
         for name, f in theirs_filters.items():
             result = f.filter(DatatroveDocument(text=text, id=doc_id))
-            theirs[name, doc_id] = None if result is True else DATATROVE_REASONS[result[1]]
+            theirs[name, doc_id] = None if result is True else DATATROVE_REASONS.get(result[1], result[1])
     their_seconds = time.perf_counter() - started
     started = time.perf_counter()
     for doc_id, text in web_documents:
@@ -359,7 +380,9 @@ def test_verdicts_agree_with_datatrove_on_web_pages(web_documents):
         disagree = [(doc_id, text) for doc_id, text in web_documents
                     if (theirs[name, doc_id] is None) != (ours[name, doc_id] is None)]
         agreement = 1 - len(disagree) / n
-        report.append(f"{name}: verdict agreement {agreement:.2%} ({len(disagree)} disagreements)")
+        other_reason = sum(theirs[name, d] != ours[name, d] for d, _ in web_documents) - len(disagree)
+        report.append(f"{name}: verdict agreement {agreement:.2%} ({len(disagree)} disagreements; "
+                      f"{other_reason} dropped by both for different first rules)")
         for doc_id, text in disagree:
             words, their_words = split_words(text, "en"), split_into_words(text, "eng")
             if name == "repetition":
