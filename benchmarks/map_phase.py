@@ -1,9 +1,20 @@
 #!/usr/bin/env python
 """Map-phase benchmark: refinery next to datatrove 0.10.1, same shards, same cores.
 
-The map phase is WARC reader -> trafilatura extraction -> fastText lid.176 (keep English with
-score >= 0.65) -> Parquet. refinery's chain is configs/english.yaml cut down to its `extract` and
-`language_id` stages (later stages such as url_filter are left out). Each engine runs in a fresh
+Two pipelines (--pipeline):
+
+  backbone (default)  WARC reader -> trafilatura extraction -> fastText lid.176 (keep English with
+                      score >= 0.65) -> Parquet. refinery's chain is configs/english.yaml cut down to
+                      its `extract` and `language_id` stages (the other stages are left out).
+  mdr                 the whole RefinedWeb map phase (Macrodata Refinement): configs/english.yaml's
+                      stage list as is (url_filter, extract, language_id, gopher_repetition,
+                      gopher_quality, line_filter). datatrove runs WarcReader -> URLFilter ->
+                      Trafilatura -> LanguageFilter -> GopherRepetitionFilter -> GopherQualityFilter
+                      -> ParquetWriter, all with datatrove's defaults, which are the thresholds in
+                      configs/english.yaml. datatrove has no line-wise stage, so refinery's
+                      line_filter is extra work that only refinery does.
+
+Each engine runs in a fresh
 Python process (this script re-invoked with --child), so no engine inherits another's imports, caches
 or worker pools:
 
@@ -30,6 +41,11 @@ machine over the same interval: when the machine total is well above ours, someo
 Usage:
   .venv/bin/python benchmarks/map_phase.py --limit 40            # smoke run, under a minute
   .venv/bin/python benchmarks/map_phase.py --repeat 3 --json benchmarks/results/map_phase.json
+  .venv/bin/python benchmarks/map_phase.py --pipeline mdr --repeat 2 --json benchmarks/results/map_phase_mdr.json
+
+Besides throughput, the summary gives each engine's post-extraction share: the seconds of every step
+other than the reader, extraction and the writer (url_filter, language ID, Gopher filters, line_filter),
+divided by the extraction seconds, both summed over the workers.
 """
 
 from __future__ import annotations
@@ -53,6 +69,8 @@ DEFAULT_INPUT = str((ROOT / ".." / "shared" / "data" / "web" / "dev-0000*.warc.g
 CONFIG = ROOT / "configs" / "english.yaml"
 ENGINES = ("refinery", "refinery-pool", "datatrove")
 MAP_STAGES = ("extract", "language_id")  # after refinery's own WARC reader
+MDR_STAGES = ("url_filter", "extract", "language_id", "gopher_repetition", "gopher_quality", "line_filter")
+PIPELINES = ("backbone", "mdr")
 OFFLINE_ENV = {"TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "", "HF_HUB_OFFLINE": "1"}
 
 
@@ -60,46 +78,56 @@ OFFLINE_ENV = {"TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "", "HF_HUB_OFFLINE": "1"}
 # children: one engine, one run, timed from the inside
 # ---------------------------------------------------------------------------------------------
 
-def map_phase_config(paths: list[str], out: str, workers: int, limit: int | None, **run):
-    """configs/english.yaml cut down to the map phase: its extract and language_id settings, in
-    that order, and none of the stages added since (url_filter, quality filters, ...)."""
+def map_phase_config(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str = "backbone",
+                     **run):
+    """backbone: configs/english.yaml cut down to the map phase, its extract and language_id settings
+    in that order and none of the other stages (url_filter, quality filters, ...).
+    mdr: configs/english.yaml's stage list as is (checked against MDR_STAGES)."""
     import yaml
 
     from refinery.config import parse_config, with_overrides
 
     raw = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
-    raw["stages"] = [entry for entry in raw["stages"] if next(iter(entry)) in MAP_STAGES]
+    expected = MDR_STAGES if pipeline == "mdr" else MAP_STAGES
+    if pipeline != "mdr":
+        raw["stages"] = [entry for entry in raw["stages"] if next(iter(entry)) in MAP_STAGES]
     found = [next(iter(entry)) for entry in raw["stages"]]
-    if found != list(MAP_STAGES):
-        raise SystemExit(f"{CONFIG} has map stages {found}, expected {list(MAP_STAGES)}")
+    if found != list(expected):
+        raise SystemExit(f"{CONFIG} has stages {found}, expected {list(expected)} for --pipeline {pipeline}")
     config = parse_config(raw, str(CONFIG))
     return with_overrides(config, inputs=paths, output=out, workers=workers, limit=limit, **run)
 
 
-def _child_refinery(paths: list[str], out: str, workers: int, limit: int | None) -> dict:
+def _extract_docs_in(steps: list[dict]) -> int:
+    """Documents handed to extraction (after the reader and, in mdr, the URL filter)."""
+    return next(s["docs_in"] for s in steps if s["step"] == "extract" or "Trafilatura" in s["step"])
+
+
+def _child_refinery(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str) -> dict:
     from refinery.dag import execute, prepare_output
     from refinery.io import expand_inputs
 
-    config = map_phase_config(paths, out, workers, limit, dashboard=False)
+    config = map_phase_config(paths, out, workers, limit, pipeline, dashboard=False)
     shards = expand_inputs(config.spec.input.paths)
     prepare_output(out, force=True)
     started = time.perf_counter()
     stats = execute(config, shards, out)
     wall = time.perf_counter() - started
+    steps = [
+        {"step": s["stage"], "docs_in": s["docs_in"], "docs_out": s["docs_out"],
+         "dropped": s["dropped"], "seconds": s["seconds"]}
+        for s in stats["funnel"]
+    ]
     return {
         "wall_s": wall,
         "records": stats["input"]["records"],
-        "docs_in": stats["funnel"][0]["docs_out"],  # documents the reader handed to extraction
+        "docs_in": _extract_docs_in(steps),  # documents handed to extraction
         "docs_out": stats["output"]["documents"],
-        "steps": [
-            {"step": s["stage"], "docs_in": s["docs_in"], "docs_out": s["docs_out"],
-             "dropped": s["dropped"], "seconds": s["seconds"]}
-            for s in stats["funnel"]
-        ],
+        "steps": steps,
     }
 
 
-def _child_refinery_pool(paths: list[str], out: str, workers: int, limit: int | None) -> dict:
+def _child_refinery_pool(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str) -> dict:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -107,23 +135,24 @@ def _child_refinery_pool(paths: list[str], out: str, workers: int, limit: int | 
     from refinery.shard import run_shard
     from refinery.stats import StageStats, sum_stage_stats
 
-    config = map_phase_config(paths, out, workers, limit)
+    config = map_phase_config(paths, out, workers, limit, pipeline)
     shards = expand_inputs(config.spec.input.paths)
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver")) as pool:
         results = list(pool.map(run_shard, shards, [config] * len(shards), [out] * len(shards)))
     wall = time.perf_counter() - started
     funnel = sum_stage_stats([[StageStats.from_dict(s) for s in r["funnel"]] for r in results])
+    steps = [
+        {"step": s.stage, "docs_in": s.docs_in, "docs_out": s.docs_out,
+         "dropped": dict(s.dropped), "seconds": round(s.seconds, 3)}
+        for s in funnel
+    ]
     return {
         "wall_s": wall,
         "records": sum(r["records"] for r in results),
-        "docs_in": funnel[0].docs_out,
+        "docs_in": _extract_docs_in(steps),
         "docs_out": sum(r["documents"] for r in results),
-        "steps": [
-            {"step": s.stage, "docs_in": s.docs_in, "docs_out": s.docs_out,
-             "dropped": dict(s.dropped), "seconds": round(s.seconds, 3)}
-            for s in funnel
-        ],
+        "steps": steps,
     }
 
 
@@ -148,10 +177,10 @@ def _local_ft176_class():
     return LocalFT176LID
 
 
-def _child_datatrove(paths: list[str], out: str, workers: int, limit: int | None) -> dict:
+def _child_datatrove(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str) -> dict:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.extractors import Trafilatura
-    from datatrove.pipeline.filters import LanguageFilter
+    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter, LanguageFilter, URLFilter
     from datatrove.pipeline.readers import WarcReader
     from datatrove.pipeline.writers import ParquetWriter
 
@@ -168,13 +197,21 @@ def _child_datatrove(paths: list[str], out: str, workers: int, limit: int | None
 
     language_filter = LanguageFilter(languages=["en"], language_threshold=0.65)
     language_filter.model = _local_ft176_class()(["en"], str(default_model_path()))
-    pipeline = [
+    steps_in = [
         WarcReader(folder, paths_file=paths_file, limit=limit if limit else -1),
         Trafilatura(favour_precision=True, deduplicate=False, timeout=5, include_tables=True),
         language_filter,
-        ParquetWriter(os.path.join(out, "documents"), compression="zstd"),
     ]
-    executor = LocalPipelineExecutor(pipeline, tasks=len(names), workers=workers,
+    if pipeline == "mdr":
+        from tldextract import TLDExtract
+
+        url_filter = URLFilter()  # default integrated UT1 + word lists, soft_word_threshold=2
+        # the bundled public-suffix snapshot, never fetched (as stages/url_filter.py does)
+        url_filter.tldextractor = TLDExtract(suffix_list_urls=(), cache_dir=None)
+        steps_in.insert(1, url_filter)
+        steps_in += [GopherRepetitionFilter(), GopherQualityFilter()]  # defaults = configs/english.yaml
+    steps_in.append(ParquetWriter(os.path.join(out, "documents"), compression="zstd"))
+    executor = LocalPipelineExecutor(steps_in, tasks=len(names), workers=workers,
                                      logging_dir=os.path.join(out, "logs"), skip_completed=False)
     started = time.perf_counter()
     executor.run()
@@ -196,16 +233,17 @@ def _child_datatrove(paths: list[str], out: str, workers: int, limit: int | None
             "docs_in": docs_in,
             "docs_out": docs_out,
             "dropped": {k: _stat(counters, k) for k in counters
-                        if k in ("dropped", "timeout", "broken_process", "clean_error")},
+                        if k in ("timeout", "broken_process", "clean_error") or k.startswith("dropped_")
+                        or (k == "dropped" and not any(c.startswith("dropped_") for c in counters))},
             "seconds": round(block["time_stats"]["total"], 3),
             "counters": {k: _stat(counters, k) for k in counters if not k.startswith(("doc_len", "token"))},
         })
-    lid = next(s for s in steps if "Language" in s["step"])
+    last_filter = steps[-2]  # the step before the writer
     return {
         "wall_s": wall,
         "records": None,  # datatrove does not count the records its reader skips; the parent counts them
-        "docs_in": _stat(blocks[0]["stats"], "documents"),
-        "docs_out": lid["docs_out"],
+        "docs_in": _extract_docs_in(steps),
+        "docs_out": last_filter["docs_out"],
         "steps": steps,
     }
 
@@ -292,7 +330,7 @@ def run_child(engine: str, args, paths: list[str], records: int) -> dict:
     out = tempfile.mkdtemp(prefix=f"refinery-bench-{engine}-")
     result_path = os.path.join(out, "_result.json")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--out", os.path.join(out, "run"),
-           "--workers", str(args.workers), "--result", result_path, "--input", *paths]
+           "--workers", str(args.workers), "--pipeline", args.pipeline, "--result", result_path, "--input", *paths]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
     env = {**os.environ, **OFFLINE_ENV, "PYTHONWARNINGS": "ignore"}
@@ -321,6 +359,22 @@ def run_child(engine: str, args, paths: list[str], records: int) -> dict:
     return result
 
 
+def post_extraction(steps: list[dict]) -> dict:
+    """Seconds of every step after the reader other than extraction and the writer, against extraction's."""
+    def kind(name: str) -> str:
+        if name == "extract" or "Trafilatura" in name:
+            return "extract"
+        if name == "warc_reader" or name.startswith("READER") or name.startswith("WRITER"):
+            return "io"
+        return "filter"
+
+    extract = sum(s["seconds"] for s in steps if kind(s["step"]) == "extract")
+    filters = sum(s["seconds"] for s in steps if kind(s["step"]) == "filter")
+    return {"extract_s": extract, "post_extraction_s": filters,
+            "post_extraction_share": filters / extract if extract else 0.0,
+            "post_extraction_steps": [s["step"] for s in steps if kind(s["step"]) == "filter"]}
+
+
 def summarise(runs: list[dict]) -> dict:
     walls = [r["wall_s"] for r in runs]
     best = runs[walls.index(min(walls))]
@@ -341,6 +395,9 @@ def summarise(runs: list[dict]) -> dict:
         "records_per_s_best": best["records"] / min(walls) if min(walls) else 0.0,
         "records_per_cpu_s": best["records"] / cpu if cpu else 0.0,
         "docs_in_per_s": best["docs_in"] / median if median else 0.0,
+        **post_extraction(best["steps"]),  # from the run with the lowest wall time, as the steps table
+        "post_extraction_share_median": statistics.median(
+            post_extraction(r["steps"])["post_extraction_share"] for r in runs),
         "steps": best["steps"],
     }
 
@@ -366,6 +423,20 @@ def markdown(summary: dict[str, dict], workers: int) -> str:
             f"| {s['records_per_s_best']:.1f} | {ratio(s, 'records_per_s_best')} "
             f"| {s['records_per_cpu_s']:.1f} | {ratio(s, 'records_per_cpu_s')} |"
         )
+    lines.append("")
+    lines.append("Per document handed to extraction, and post-extraction share (step seconds summed over the "
+                 f"{workers} workers; share = post-extraction s / extraction s, run with the lowest wall time, "
+                 "median over runs in brackets):")
+    lines.append("")
+    lines.append("| engine | docs extracted | docs extracted/s, median wall | vs datatrove | extraction s "
+                 "| post-extraction s | post-extraction share | post-extraction steps |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    for engine, s in summary.items():
+        lines.append(
+            f"| {engine} | {s['docs_in']} | {s['docs_in_per_s']:.1f} | {ratio(s, 'docs_in_per_s')} "
+            f"| {s['extract_s']:.1f} | {s['post_extraction_s']:.1f} "
+            f"| {100 * s['post_extraction_share']:.1f}% ({100 * s['post_extraction_share_median']:.1f}%) "
+            f"| {', '.join(s['post_extraction_steps'])} |")
     lines.append("")
     lines.append(f"Per-step seconds (summed over the {workers} workers, run with the lowest wall time):")
     lines.append("")
@@ -396,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="WARC files or globs (default: ../shared/data/web/dev-0000*.warc.gz)")
     parser.add_argument("--limit", type=int, help="records per shard (smoke runs)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per engine (median wall is reported)")
+    parser.add_argument("--pipeline", choices=PIPELINES, default="backbone",
+                        help="backbone: reader, extract, language_id (default); mdr: configs/english.yaml's "
+                             "whole stage list, datatrove with URLFilter and the Gopher filters")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for every engine (default 2)")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma list of {', '.join(ENGINES)}")
     parser.add_argument("--json", metavar="PATH", help="also write all figures as JSON")
@@ -414,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         os.environ.update(OFFLINE_ENV)
         sys.path.insert(0, str(ROOT))
-        result = CHILDREN[args.child](paths, args.out, args.workers, args.limit)
+        result = CHILDREN[args.child](paths, args.out, args.workers, args.limit, args.pipeline)
         Path(args.result).write_text(json.dumps(result, indent=2))
         return 0
 
@@ -450,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": {"refinery": __version__, "datatrove": datatrove.__version__
                          if hasattr(datatrove, "__version__") else "0.10.1", "trafilatura": trafilatura.__version__},
             "git": _git_state(),
+            "pipeline": args.pipeline,
             "inputs": paths, "limit": args.limit, "repeat": args.repeat, "workers": args.workers,
             "summary": summary, "runs": runs, "table_markdown": table,
         }

@@ -8,6 +8,7 @@ the lists, so it is reused here. refinery adds curated-domain exclusion and an a
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 from typing import ClassVar
 
 from pydantic import Field
@@ -89,7 +90,10 @@ class UrlFilter(Stage):
     def process_doc(self, doc: Document) -> Document | Drop:
         if not doc.url:
             return Drop(doc, "no_url")
-        host = self._filter.tldextractor(doc.url).fqdn
+        try:
+            host = urlsplit(doc.url).hostname or ""
+        except ValueError:
+            host = ""
         if self._curated and _matches(host, self._curated):
             return Drop(doc, "curated_domain")
         if self._allowed and _matches(host, self._allowed):

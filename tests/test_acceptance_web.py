@@ -120,3 +120,34 @@ def test_known_pages(web_run, evaldata, url):
             assert snippet in doc["text"], snippet
         for snippet in entry["without"]:
             assert snippet not in doc["text"], snippet
+
+
+MDR_ORDER = ["warc_reader", "url_filter", "extract", "language_id", "gopher_repetition", "gopher_quality",
+             "line_filter"]
+
+
+def test_full_mdr_order_and_funnel_shares(web_run):
+    funnel = web_run["stats"]["funnel"]
+    assert [row["stage"] for row in funnel] == MDR_ORDER
+    shares = [row["kept_of_input"] for row in funnel]
+    assert shares == sorted(shares, reverse=True)
+    for row in funnel:
+        assert row["kept_of_input"] == pytest.approx(row["docs_out"] / WEB_RECORDS, abs=1e-6)
+    by_stage = {row["stage"]: row for row in funnel}
+    assert sum(by_stage["gopher_quality"]["dropped"].values()) > 0
+    assert sum(by_stage["gopher_repetition"]["dropped"].values()) > 0
+
+
+def test_dropped_samples_explain_removals(web_run):
+    import pyarrow.dataset as ds
+
+    out = web_run["out"]
+    funnel = {row["stage"]: row for row in web_run["stats"]["funnel"]}
+    for stage in ("url_filter", "language_id", "gopher_repetition", "gopher_quality"):
+        table = ds.dataset(out / "dropped" / stage).to_table().to_pylist()
+        assert table, stage
+        reasons = {row["reason"] for row in table}
+        assert reasons <= set(funnel[stage]["dropped"]), stage
+        assert all(row["stage"] == stage and row["url"] for row in table)
+        if stage != "url_filter":
+            assert all(row["text"] for row in table)
