@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Iterable, Iterator
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from refinery.document import Document, Drop
 
@@ -55,6 +55,25 @@ class SourceStage:
 
     def read(self, path: str) -> Iterator[Document | Drop]:
         raise NotImplementedError
+
+
+class PerLanguageThresholds(StageConfig):
+    """Mixin for filter configs whose thresholds can differ per language.
+
+    Subclasses set `Thresholds` to the model holding the thresholds and declare
+    `per_language: dict[str, dict[str, float | None]]`, e.g. {de: {max_mean_word_length: 12}}."""
+
+    Thresholds: ClassVar[type[StageConfig]]
+
+    @model_validator(mode="after")
+    def _check_per_language(self):
+        for overrides in getattr(self, "per_language", {}).values():
+            self.Thresholds.model_validate(overrides)  # unknown names and ranges are errors
+        return self
+
+    def thresholds(self, language: str):
+        base = {name: getattr(self, name) for name in self.Thresholds.model_fields}
+        return self.Thresholds.model_validate({**base, **self.per_language.get(language, {})})
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Sequence
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from refinery.document import Document, Drop
-from refinery.stage import Stage, StageConfig
+from refinery.stage import PerLanguageThresholds, Stage, StageConfig
 from refinery.text import cached_words, is_word, stop_words
 
 TOO_FEW_WORDS = "too_few_words"
@@ -57,7 +57,9 @@ RULES = (
 )
 
 
-class GopherQualityConfig(QualityThresholds):
+class GopherQualityConfig(PerLanguageThresholds, QualityThresholds):
+    Thresholds: ClassVar[type[QualityThresholds]] = QualityThresholds
+
     # Language whose word-splitting rules and stop words apply; default: the document's.
     language: str | None = None
     # Stop-word lists replacing or adding to refinery.text.STOP_WORDS, e.g. {en: [the, and]}.
@@ -65,17 +67,6 @@ class GopherQualityConfig(QualityThresholds):
     stop_words: dict[str, list[str]] = {}
     # Thresholds that differ for some languages, e.g. {de: {max_mean_word_length: 12}}.
     per_language: dict[str, dict[str, float | None]] = {}
-
-    @field_validator("per_language")
-    @classmethod
-    def _thresholds(cls, value: dict[str, dict]) -> dict[str, dict]:
-        for overrides in value.values():
-            QualityThresholds.model_validate(overrides)  # unknown names and ranges are errors
-        return value
-
-    def thresholds(self, language: str) -> QualityThresholds:
-        base = {name: getattr(self, name) for name in QualityThresholds.model_fields}
-        return QualityThresholds.model_validate({**base, **self.per_language.get(language, {})})
 
 
 def quality_stats(text: str, words: Sequence[str], stop_words: frozenset[str] | None) -> dict[str, float]:

@@ -13,10 +13,10 @@ from collections import Counter
 from itertools import accumulate
 from typing import ClassVar, Sequence
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from refinery.document import Document, Drop
-from refinery.stage import Stage, StageConfig
+from refinery.stage import PerLanguageThresholds, Stage, StageConfig
 from refinery.text import cached_words
 
 TOP_NGRAMS = (2, 3, 4)
@@ -53,22 +53,13 @@ class RepetitionThresholds(StageConfig):
     dup_10_gram: float | None = Field(0.10, ge=0.0, le=1.0)
 
 
-class GopherRepetitionConfig(RepetitionThresholds):
+class GopherRepetitionConfig(PerLanguageThresholds, RepetitionThresholds):
+    Thresholds: ClassVar[type[RepetitionThresholds]] = RepetitionThresholds
+
     # Language whose word-splitting rules apply; default: the document's (from language_id).
     language: str | None = None
     # Thresholds that differ for some languages, e.g. {de: {top_2_gram: 0.22}}.
     per_language: dict[str, dict[str, float | None]] = {}
-
-    @field_validator("per_language")
-    @classmethod
-    def _thresholds(cls, value: dict[str, dict]) -> dict[str, dict]:
-        for overrides in value.values():
-            RepetitionThresholds.model_validate(overrides)  # unknown names and ranges are errors
-        return value
-
-    def thresholds(self, language: str) -> RepetitionThresholds:
-        base = {name: getattr(self, name) for name in RepetitionThresholds.model_fields}
-        return RepetitionThresholds.model_validate({**base, **self.per_language.get(language, {})})
 
 
 def _duplicates(items: list[str]) -> tuple[int, int]:
