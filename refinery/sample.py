@@ -14,7 +14,7 @@ from pathlib import Path
 
 SAMPLE_SCHEME = "sample://"
 SAMPLES = {"english": 2}  # name -> number of shards
-SAMPLE_VERSION = 1  # bump when the generator changes, so cached shards are rewritten
+SAMPLE_VERSION = 2  # bump when the generator changes, so cached shards are rewritten
 
 _EN = {
     "subjects": ["The harbour committee", "A local bakery", "The regional library", "Our volunteer team",
@@ -73,23 +73,28 @@ _NAV = ["Home", "News", "Events", "About us", "Contact", "Sign in", "Newsletter"
 _FOOTER = "Copyright 2024 Example Community Network. All rights reserved. Privacy policy. Cookie settings."
 
 
-def _sentence(rng: random.Random, words: dict) -> str:
-    return (f"{rng.choice(words['subjects'])} {rng.choice(words['verbs'])} {rng.choice(words['objects'])} "
-            f"{rng.choice(words['tails'])}.")
-
-
 def _article(rng: random.Random, words: dict, paragraphs: int) -> list[str]:
-    used: set[str] = set()
+    """Paragraphs whose sentences never reuse an object, tail or extra, so that, like real
+    prose, a page has no repeated 5-grams for the Gopher repetition filter to catch."""
+    objects = rng.sample(words["objects"], len(words["objects"]))
+    tails = rng.sample(words["tails"], len(words["tails"]))
+    extras = rng.sample(words["extras"], len(words["extras"]))
     out = []
     for _ in range(paragraphs):
         sentences = []
-        while len(sentences) < rng.randint(3, 5):
-            s = _sentence(rng, words) if rng.random() < 0.8 else rng.choice(words["extras"])
-            if s not in used:
-                used.add(s)
-                sentences.append(s)
-        out.append(" ".join(sentences))
+        for _ in range(rng.randint(2, 3)):
+            if extras and rng.random() < 0.25:
+                sentences.append(extras.pop())
+            elif objects and tails:
+                sentences.append(f"{rng.choice(words['subjects'])} {rng.choice(words['verbs'])} "
+                                 f"{objects.pop()} {tails.pop()}.")
+        if sentences:
+            out.append(" ".join(sentences))
     return out
+
+
+def _title(rng: random.Random, words: dict) -> str:
+    return f"{rng.choice(words['subjects'])} {rng.choice(words['verbs'])} {rng.choice(words['objects'])}"
 
 
 def _page(title: str, paragraphs: list[str], lang: str, charset: str = "utf-8") -> str:
@@ -110,8 +115,7 @@ def _records(shard: int, per_shard: int):
     for i in range(per_shard):
         roll = rng.random()
         lang, words = ("de", _DE) if roll < 0.12 else ("fr", _FR) if roll < 0.2 else ("en", _EN)
-        title = _sentence(rng, words).rstrip(".")
-        html = _page(title, _article(rng, words, rng.randint(3, 7)), lang)
+        html = _page(_title(rng, words), _article(rng, words, rng.randint(3, 4)), lang)
         bodies.append(html)
         yield "response", f"{site}/{lang}/article-{i}", "text/html; charset=utf-8", html.encode("utf-8")
         if i % 7 == 3:  # the same page captured again under another URL
@@ -123,6 +127,10 @@ def _records(shard: int, per_shard: int):
     yield "response", f"{site}/logo.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(rng.randrange(256) for _ in range(256))
     yield "response", f"{site}/report.pdf", "application/pdf", b"%PDF-1.4\n% sample\n"
     yield "response", f"{site}/tiny", "text/html", b"<html><body><p>Sign in</p></body></html>"
+    spam = "<p>Best deals today, click the link below for the best deals today.</p>" * 12
+    yield "response", f"{site}/deals", "text/html", _page("Deals", [], "en").replace("<article>", f"<article>{spam}").encode()
+    listing = "".join(f"<li>{rng.choice(_NAV)} {n}</li>" for n in range(40))
+    yield "response", f"{site}/index", "text/html", _page("Index", [], "en").replace("<article>", f"<article><ul>{listing}</ul>").encode()
     yield "error", f"{site}/missing", "text/html", b"<html><body><h1>404 Not Found</h1></body></html>"
 
 

@@ -10,6 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from refinery.sample import SAMPLE_VERSION
+
 from support import (ENGLISH_CONFIG, article_html, http_response, is_root, run_cli_inprocess, run_cli_subprocess,
                      write_warc)
 
@@ -135,7 +137,7 @@ def test_dry_run_lists_the_embedded_sample(out_dir):
     assert len(shards) == 2
     cache = Path(os.environ["REFINERY_CACHE"])
     for n, (shard_id, path) in enumerate(shards):
-        assert shard_id.startswith(f"english-v1-{n:05d}-")
+        assert shard_id.startswith(f"english-v{SAMPLE_VERSION}-{n:05d}-")
         assert Path(path).parent == cache / "sample" and Path(path).is_file()
     assert not out_dir.exists()  # a dry run writes nothing
 
@@ -157,7 +159,7 @@ def test_dry_run_lists_input_shards_sorted_and_unique(tmp_path, out_dir):
 def test_dry_run_subprocess(out_dir):
     result = run_cli_subprocess("run", "configs/english.yaml", "--output", out_dir, "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "english-v1-00000-" in result.stdout and "english-v1-00001-" in result.stdout
+    assert f"english-v{SAMPLE_VERSION}-00000-" in result.stdout and f"english-v{SAMPLE_VERSION}-00001-" in result.stdout
 
 
 # --- bad configs ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from support import (CONTRACT_COLUMNS, ENGLISH_CONFIG, CliResult, check_funnel, 
 pytestmark = pytest.mark.slow
 
 CONFIG = yaml.safe_load(ENGLISH_CONFIG.read_text(encoding="utf-8"))
-SAMPLE_RECORDS = 110  # 2 shards of 55 records each (see refinery/sample.py)
+SAMPLE_RECORDS = 114  # 2 shards of 57 records each (see refinery/sample.py)
 
 
 @dataclass
