@@ -8,8 +8,9 @@ from refinery.dag import Progress
 
 
 class ConsoleProgress(Progress):
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=None):
         super().__init__(on_start=self._start, on_shard=self._shard)
+        stream = stream if stream is not None else sys.stderr  # looked up now, so redirection works
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
 
