@@ -73,12 +73,7 @@ def _count_source(source: SourceStage, path: str, stats: StageStats, sampler: Dr
     started = time.perf_counter()
     for item in source.read(path):
         stats.docs_in += 1
-        if isinstance(item, Drop):
-            _check_reason(source, item.reason)
-            stats.dropped[item.reason] += 1
-            sampler.offer(source.name, item)
-        else:
-            stats.docs_out += 1
+        if not _count_drop(source, item, stats, sampler):
             stats.seconds += time.perf_counter() - started
             yield item
             started = time.perf_counter()
@@ -86,24 +81,26 @@ def _count_source(source: SourceStage, path: str, stats: StageStats, sampler: Dr
 
 
 def _apply(stage: Stage, docs: Iterable[Document], stats: StageStats, sampler: DropSampler) -> Iterator[Document]:
-    for batch in batched(docs, getattr(stage, "batch_size", 1)):
+    for batch in batched(docs, stage.batch_size):
         stats.docs_in += len(batch)
         started = time.perf_counter()
         results = stage.process_batch(batch)
         stats.seconds += time.perf_counter() - started
         for item in results:
-            if isinstance(item, Drop):
-                _check_reason(stage, item.reason)
-                stats.dropped[item.reason] += 1
-                sampler.offer(stage.name, item)
-            else:
-                stats.docs_out += 1
+            if not _count_drop(stage, item, stats, sampler):
                 yield item
 
 
-def _check_reason(stage, reason: str) -> None:
-    if reason not in stage.reasons:
-        raise UndeclaredReason(f"stage {stage.name} dropped with undeclared reason {reason!r}")
+def _count_drop(stage, item: Document | Drop, stats: StageStats, sampler: DropSampler) -> bool:
+    """Counts `item` as dropped (with a declared reason) or passed on; True when it was a drop."""
+    if not isinstance(item, Drop):
+        stats.docs_out += 1
+        return False
+    if item.reason not in stage.reasons:
+        raise UndeclaredReason(f"stage {stage.name} dropped with undeclared reason {item.reason!r}")
+    stats.dropped[item.reason] += 1
+    sampler.offer(stage.name, item)
+    return True
 
 
 def _rows(docs: list[Document]) -> pa.Table:

@@ -61,6 +61,11 @@ def _record_id(raw_id: str | None, shard_name: str, index: int) -> str:
     return "arc-" + hashlib.sha1(f"{shard_name}:{index}".encode()).hexdigest()[:32]
 
 
+def _file_drop(shard_name: str, reason: str) -> Drop:
+    """A problem with the file rather than a record, counted as one pseudo-record."""
+    return Drop(Document(id=f"{shard_name}:{reason}", url=""), reason)
+
+
 def _plain_head(head: bytes) -> bytes:
     """The first bytes of the first record, through one gzip member if the file is gzipped."""
     if head[:2] == b"\x1f\x8b":
@@ -100,11 +105,11 @@ class WarcReader(SourceStage):
         with open_input(path) as stream:
             head = stream.read(4096)
         if not head:
-            yield Drop(Document(id=f"{shard_name}:empty", url=""), "empty_file")
+            yield _file_drop(shard_name, "empty_file")
             return
         kind = _archive_kind(head)
         if kind is None:  # fastwarc stops silently on such files; count them instead
-            yield Drop(Document(id=f"{shard_name}:unreadable", url=""), "unreadable_archive")
+            yield _file_drop(shard_name, "unreadable_archive")
             return
         arc = self.config.format == "arc" or (self.config.format == "auto" and kind == "arc")
         records = self._read_arc(path, shard_name) if arc else self._read_warc(path, shard_name)
@@ -125,7 +130,7 @@ class WarcReader(SourceStage):
                 except StopIteration:
                     return
                 except Exception:  # noqa: BLE001 - a corrupt archive ends its shard, counted once
-                    yield Drop(Document(id=f"{shard_name}:unreadable", url=""), "unreadable_archive")
+                    yield _file_drop(shard_name, "unreadable_archive")
                     return
                 yield self._from_fastwarc(record, shard_name)
 
@@ -186,7 +191,7 @@ class WarcReader(SourceStage):
                 except StopIteration:
                     return
                 except Exception:  # noqa: BLE001
-                    yield Drop(Document(id=f"{shard_name}:unreadable", url=""), "unreadable_archive")
+                    yield _file_drop(shard_name, "unreadable_archive")
                     return
                 yield self._from_warcio(record, shard_name, index)
 
