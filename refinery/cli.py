@@ -102,6 +102,8 @@ def command_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"config {config.path} ({config.fingerprint()}) -> {out_dir}")
         print("stages: " + " -> ".join(["warc_reader", *(s.name for s in config.stages)]))
+        if config.dedup:
+            print("dedup:  " + " -> ".join(s.name for s in config.dedup))
         for shard in shards:
             print(f"  {shard.shard_id}  {shard.path}")
         return 0

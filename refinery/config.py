@@ -42,6 +42,7 @@ class RunConfig(_Strict):
     limit: int | None = Field(default=None, ge=1)
     dropped_samples: int = Field(default=20, ge=0)  # kept per stage, reason and shard
     dashboard: bool = True
+    shuffle: str = Field(default="tasks", pattern="^(tasks|p2p|disk)$")  # dask's dataframe shuffle for dedup
 
 
 class PipelineSpec(_Strict):
@@ -51,6 +52,7 @@ class PipelineSpec(_Strict):
     input: InputConfig = InputConfig()
     run: RunConfig = RunConfig()
     stages: list[dict[str, Any]] = Field(min_length=1)
+    dedup: list[dict[str, Any]] = []  # corpus-wide stages, run in this order after `stages`
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,10 @@ class StageSpec:
     name: str
     config: StageConfig
 
-    def build(self) -> Stage:
-        from stages import STAGES
+    def build(self):
+        from stages import DEDUP_STAGES, STAGES
 
-        return STAGES[self.name](self.config)
+        return (STAGES.get(self.name) or DEDUP_STAGES[self.name])(self.config)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class PipelineConfig:
     spec: PipelineSpec
     stages: tuple[StageSpec, ...]
     path: str = ""
+    dedup: tuple[StageSpec, ...] = ()
 
     @property
     def name(self) -> str:
@@ -81,7 +84,13 @@ class PipelineConfig:
             "input": self.spec.input.model_dump(exclude={"paths"}),
             "limit": self.spec.run.limit,
             "stages": [[s.name, s.config.model_dump()] for s in self.stages],
+            "dedup": bool(self.dedup),  # the chain writes to filtered/ instead of documents/
         }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    def dedup_fingerprint(self) -> str:
+        """Hash of the chain and the dedup stages: what the deduplicated documents depend on."""
+        body = {"map": self.fingerprint(), "dedup": [[s.name, s.config.model_dump()] for s in self.dedup]}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -99,7 +108,7 @@ def _first_error(err: ValidationError, prefix: str = "") -> ConfigError:
 
 
 def parse_config(raw: Any, path: str = "") -> PipelineConfig:
-    from stages import STAGES
+    from stages import DEDUP_STAGES, STAGES
 
     if not isinstance(raw, dict):
         raise ConfigError("(root)", "the config must be a YAML mapping")
@@ -107,29 +116,34 @@ def parse_config(raw: Any, path: str = "") -> PipelineConfig:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as err:
         raise _first_error(err) from None
+    stage_specs = _parse_stage_list(spec.stages, "stages", STAGES)
+    dedup_specs = _parse_stage_list(spec.dedup, "dedup", DEDUP_STAGES)
+    return PipelineConfig(spec=spec, stages=tuple(stage_specs), path=path, dedup=tuple(dedup_specs))
 
+
+def _parse_stage_list(entries: list, section: str, registry: dict) -> list[StageSpec]:
     stage_specs = []
-    for index, entry in enumerate(spec.stages):
-        where = f"stages[{index}]"
+    for index, entry in enumerate(entries):
+        where = f"{section}[{index}]"
         if not isinstance(entry, dict) or len(entry) != 1:
             raise ConfigError(where, "each stage is a mapping with one key, the stage name")
         (name, params), = entry.items()
-        if name not in STAGES:
-            raise ConfigError(where, f"unknown stage {name!r} (known: {', '.join(sorted(STAGES))})")
+        if name not in registry:
+            raise ConfigError(where, f"unknown stage {name!r} (known: {', '.join(sorted(registry))})")
         if params is None:
             params = {}
         if not isinstance(params, dict):
             raise ConfigError(f"{where}.{name}", "stage parameters must be a mapping")
         try:
-            stage_config = STAGES[name].Config.model_validate(params)
+            stage_config = registry[name].Config.model_validate(params)
         except ValidationError as err:
             raise _first_error(err, f"{where}.{name}") from None
         stage_specs.append(StageSpec(name, stage_config))
     seen = [s.name for s in stage_specs]
     duplicates = {n for n in seen if seen.count(n) > 1}
     if duplicates:
-        raise ConfigError("stages", f"stage listed twice: {', '.join(sorted(duplicates))}")
-    return PipelineConfig(spec=spec, stages=tuple(stage_specs), path=path)
+        raise ConfigError(section, f"stage listed twice: {', '.join(sorted(duplicates))}")
+    return stage_specs
 
 
 def load_config(path: str | Path) -> PipelineConfig:
@@ -165,4 +179,4 @@ def with_overrides(config: PipelineConfig, **run_overrides: Any) -> PipelineConf
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as err:
         raise _first_error(err) from None
-    return PipelineConfig(spec=spec, stages=config.stages, path=config.path)
+    return PipelineConfig(spec=spec, stages=config.stages, path=config.path, dedup=config.dedup)

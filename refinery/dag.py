@@ -16,24 +16,39 @@ from refinery.shard import run_shard, shard_paths
 from refinery.stats import StageStats, funnel_report, sum_stage_stats
 
 
-def finalize(results: list[dict], config: PipelineConfig, out_dir: str, shards: list[InputShard]) -> dict:
-    """The reduce node: adds the per-shard funnels up and writes stats.json atomically."""
+def finalize(results: list[dict], config: PipelineConfig, out_dir: str, shards: list[InputShard],
+             dedup: dict | None = None) -> dict:
+    """The reduce node: adds the per-shard funnels up and writes stats.json atomically.
+
+    ``results`` are the map results; with dedup stages, ``dedup`` holds the per-shard apply
+    results (``dedup["shards"]``) whose funnels extend the chain's, and the dedup summary."""
     out = Path(out_dir)
-    _remove_stale_outputs(out, shards, ["warc_reader", *(s.name for s in config.stages)])
+    _remove_stale_outputs(out, shards, config)
     results = sorted(results, key=lambda r: r["shard_id"])
-    funnel = sum_stage_stats([[StageStats.from_dict(s) for s in r["funnel"]] for r in results])
+    applied = {r["shard_id"]: r for r in (dedup or {}).get("shards", [])}
+    funnels, documents = [], {}
+    for r in results:
+        funnel = [StageStats.from_dict(s) for s in r["funnel"]]
+        documents[r["shard_id"]] = r["documents"]
+        if config.dedup:
+            funnel += [StageStats.from_dict(s) for s in applied[r["shard_id"]]["funnel"]]
+            documents[r["shard_id"]] = applied[r["shard_id"]]["documents"]
+        funnels.append(funnel)
+    funnel = sum_stage_stats(funnels)
     languages = next((s.extra for s in funnel if s.stage == "language_id"), {})
     stats = {
         "refinery_version": __version__,
         "name": config.name,
         "config": config.path,
-        "config_fingerprint": config.fingerprint(),
+        "config_fingerprint": config.dedup_fingerprint() if config.dedup else config.fingerprint(),
         "input": {"shards": len(results), "records": sum(r["records"] for r in results)},
-        "output": {"documents": sum(r["documents"] for r in results), "path": "documents/"},
+        "output": {"documents": sum(documents.values()), "path": "documents/"},
         "funnel": funnel_report(funnel),
         "languages": languages,
+        **({"dedup": dedup["summary"]} if config.dedup else {}),
         "shards": [
-            {"shard_id": r["shard_id"], "path": r["path"], "records": r["records"], "documents": r["documents"]}
+            {"shard_id": r["shard_id"], "path": r["path"], "records": r["records"],
+             "documents": documents[r["shard_id"]]}
             for r in results
         ],
     }
@@ -41,12 +56,23 @@ def finalize(results: list[dict], config: PipelineConfig, out_dir: str, shards: 
     return stats
 
 
-def _remove_stale_outputs(out: Path, shards: list[InputShard], stage_names: list[str]) -> None:
+def _remove_stale_outputs(out: Path, shards: list[InputShard], config: PipelineConfig) -> None:
     """Drops outputs of shards and stages that are not part of this run, so the folders match stats.json."""
     import shutil
 
+    from refinery.dedup import dedup_paths
+
+    stage_names = ["warc_reader", *(s.name for s in config.stages), *(s.name for s in config.dedup)]
     expected = {p.name for shard in shards for p in shard_paths(out, shard).values()}
     folders = [out / "documents", out / "stats" / "shards", out / "_markers" / "map"]
+    if config.dedup:
+        expected |= {p.name for shard in shards for p in dedup_paths(out, shard).values()}
+        folders += [out / "filtered", out / "stats" / "dedup", out / "_markers" / "apply",
+                    out / "_markers" / "keys", out / "dedup" / "keys", out / "dedup" / "bands"]
+    else:  # an earlier run deduplicated; its intermediate outputs no longer apply
+        for folder in ("filtered", "dedup", "stats/dedup", "_markers/keys", "_markers/apply"):
+            shutil.rmtree(out / folder, ignore_errors=True)
+        (out / "_markers" / "dedup.done").unlink(missing_ok=True)
     if (out / "dropped").is_dir():
         for stage_dir in (out / "dropped").iterdir():
             if stage_dir.name not in stage_names:
@@ -61,15 +87,33 @@ def _remove_stale_outputs(out: Path, shards: list[InputShard], stage_names: list
 
 
 def build_graph(config: PipelineConfig, shards: list[InputShard], out_dir: str):
-    """Returns (map tasks, final node) as dask.delayed objects sharing one graph."""
+    """The per-shard part of the graph: (map tasks, keys tasks) as dask.delayed objects.
+
+    Each keys task (dedup configs only) depends on its shard's map task."""
     from dask import delayed
+
+    from refinery.dedup import write_keys
 
     map_tasks = [
         delayed(run_shard, pure=True)(shard, config, out_dir, dask_key_name=f"map-{shard.shard_id}")
         for shard in shards
     ]
-    final = delayed(finalize, pure=True)(map_tasks, config, out_dir, shards, dask_key_name="finalize")
-    return map_tasks, final
+    keys_tasks = [
+        delayed(write_keys, pure=True)(shard, config, out_dir, task, dask_key_name=f"keys-{shard.shard_id}")
+        for shard, task in zip(shards, map_tasks)
+    ] if config.dedup else []
+    return map_tasks, keys_tasks
+
+
+def build_apply_graph(config: PipelineConfig, shards: list[InputShard], out_dir: str, digest: str):
+    from dask import delayed
+
+    from refinery.dedup import apply_drops
+
+    return [
+        delayed(apply_drops, pure=True)(shard, config, out_dir, digest, dask_key_name=f"apply-{shard.shard_id}")
+        for shard in shards
+    ]
 
 
 @dataclass
@@ -78,6 +122,7 @@ class Progress:
 
     on_start: Callable[[int, str | None], None] = lambda total, dashboard: None
     on_shard: Callable[[dict], None] = lambda result: None
+    on_phase: Callable[[str], None] = lambda message: None
 
 
 def prepare_output(out_dir: str, force: bool) -> None:
@@ -98,18 +143,15 @@ def prepare_output(out_dir: str, force: bool) -> None:
 
 def execute(config: PipelineConfig, shards: list[InputShard], out_dir: str, scheduler: str | None = None,
             progress: Progress | None = None) -> dict:
+    """Runs the map phase, then (with dedup stages) keys, resolution and rewrite, then finalize."""
     progress = progress or Progress()
-    map_tasks, final = build_graph(config, shards, out_dir)
     if scheduler == "sync":
         import dask
 
-        progress.on_start(len(shards), None)
-        results = dask.compute(*map_tasks, scheduler="sync")
-        for result in results:
-            progress.on_shard(result)
-        return finalize(list(results), config, out_dir, shards)
+        with dask.config.set({"scheduler": "sync", "dataframe.shuffle.method": "tasks"}):
+            return _run_phases(config, shards, out_dir, progress, None)
 
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, LocalCluster
 
     cluster = None
     if scheduler:
@@ -125,16 +167,56 @@ def execute(config: PipelineConfig, shards: list[InputShard], out_dir: str, sche
         )
         client = Client(cluster)
     try:
-        dashboard = client.dashboard_link if (scheduler or config.spec.run.dashboard) else None
-        progress.on_start(len(shards), dashboard)
-        futures = client.compute([*map_tasks, final], retries=2)
-        for future in as_completed(futures[:-1]):
-            progress.on_shard(future.result())
-        return futures[-1].result()
+        import dask
+
+        with dask.config.set({"dataframe.shuffle.method": config.spec.run.shuffle}):
+            return _run_phases(config, shards, out_dir, progress, client)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _run_phases(config: PipelineConfig, shards: list[InputShard], out_dir: str, progress: Progress, client) -> dict:
+    import dask
+
+    map_tasks, keys_tasks = build_graph(config, shards, out_dir)
+    dashboard = client.dashboard_link if client is not None and config.spec.run.dashboard else None
+    progress.on_start(len(shards), dashboard)
+    if client is None:
+        results = []
+        for task in map_tasks:
+            results.append(task.compute())
+            progress.on_shard(results[-1])
+        keys_results = list(dask.compute(*keys_tasks))
+    else:
+        from distributed import as_completed
+
+        futures = client.compute([*map_tasks, *keys_tasks], retries=2)
+        for future in as_completed(futures[:len(map_tasks)]):
+            progress.on_shard(future.result())
+        results = [f.result() for f in futures[:len(map_tasks)]]
+        keys_results = [f.result() for f in futures[len(map_tasks):]]
+    if not config.dedup:
+        return finalize(results, config, out_dir, shards)
+
+    from refinery.dedup import resolve, resolve_digest
+
+    progress.on_phase(f"dedup: {' -> '.join(s.name for s in config.dedup)} over "
+                      f"{sum(r['documents'] for r in keys_results):,} documents")
+    summary = resolve(config, out_dir, shards, keys_results)
+    apply_tasks = build_apply_graph(config, shards, out_dir, resolve_digest(config, keys_results))
+    if client is None:
+        applied = list(dask.compute(*apply_tasks))
+    else:
+        applied = [f.result() for f in client.compute(apply_tasks, retries=2)]
+    summary = {**summary, "timings": {
+        "keys_seconds": round(sum(r.get("seconds", 0.0) for r in keys_results), 3),
+        "resolve_seconds": summary.get("seconds", 0.0),
+        "apply_seconds": round(sum(r.get("seconds", 0.0) for r in applied), 3),
+    }}
+    summary.pop("seconds", None)
+    return finalize(results, config, out_dir, shards, {"shards": applied, "summary": summary})
 
 
 def read_stats(out_dir: str) -> dict:

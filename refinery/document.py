@@ -26,3 +26,4 @@ class Drop:
 
     doc: Document
     reason: str
+    kept_id: str | None = None  # dedup drops: the document kept in its place

@@ -61,6 +61,8 @@ __all__ = [
     "shingle_hashes_reference",
     "signatures_reference",
     "band_keys_reference",
+    "shingle_set",
+    "jaccard",
 ]
 
 DEFAULT_NUM_PERM = 9000
@@ -354,3 +356,26 @@ class MinHasher:
     def jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
         """The MinHash estimate of the Jaccard similarity: the fraction of equal signature values."""
         return float(np.mean(np.asarray(sig_a) == np.asarray(sig_b)))
+
+
+def shingle_set(text: str, n: int = DEFAULT_NGRAM) -> np.ndarray:
+    """The distinct 32-bit shingle hashes of ``text``, sorted: the set MinHash estimates from."""
+    encoded = normalize(text).encode("utf-8")
+    buf = np.frombuffer(encoded, dtype=np.uint8)
+    size = len(encoded) // 2 + 1
+    words = np.empty(size, dtype=np.uint64)
+    out = np.empty(size, dtype=np.uint32)
+    m = _doc_shingles(buf, 0, len(encoded), n, words, out)
+    return np.unique(out[:m])
+
+
+def jaccard(text_a: str, text_b: str, n: int = DEFAULT_NGRAM) -> float:
+    """The true Jaccard similarity of two texts' word ``n``-gram sets (after normalisation).
+
+    Shingles are compared by their 32-bit hashes; two distinct shingles of a pair collide with
+    probability about ``len(a) * len(b) / 2**32``, small enough for a dedup report.
+    """
+    a, b = shingle_set(text_a, n), shingle_set(text_b, n)
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    union = len(a) + len(b) - inter
+    return inter / union if union else 1.0

@@ -9,7 +9,7 @@ from refinery.dag import Progress
 
 class ConsoleProgress(Progress):
     def __init__(self, stream=None):
-        super().__init__(on_start=self._start, on_shard=self._shard)
+        super().__init__(on_start=self._start, on_shard=self._shard, on_phase=self._phase)
         stream = stream if stream is not None else sys.stderr  # looked up now, so redirection works
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
@@ -41,3 +41,6 @@ class ConsoleProgress(Progress):
         self.kept += result["documents"]
         self.resumed += bool(result.get("resumed"))
         self.bar.update(self.task, advance=1, docs=self._docs())
+
+    def _phase(self, message: str) -> None:
+        self.console.print(message)

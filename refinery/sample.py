@@ -2,7 +2,8 @@
 
 All text here is generated from the project's own word lists, so no third-party text ships
 with the package. The shards mix what a real crawl holds: articles in several languages with
-navigation boilerplate, exact duplicates, non-HTML payloads, request records and an error page.
+navigation boilerplate, exact and near duplicates, a page captured twice, non-HTML payloads,
+request records and an error page.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 SAMPLE_SCHEME = "sample://"
 SAMPLES = {"english": 2}  # name -> number of shards
-SAMPLE_VERSION = 2  # bump when the generator changes, so cached shards are rewritten
+SAMPLE_VERSION = 3  # bump when the generator changes, so cached shards are rewritten
 
 _EN = {
     "subjects": ["The harbour committee", "A local bakery", "The regional library", "Our volunteer team",
@@ -115,11 +116,19 @@ def _records(shard: int, per_shard: int):
     for i in range(per_shard):
         roll = rng.random()
         lang, words = ("de", _DE) if roll < 0.12 else ("fr", _FR) if roll < 0.2 else ("en", _EN)
-        html = _page(_title(rng, words), _article(rng, words, rng.randint(3, 4)), lang)
+        title, paragraphs = _title(rng, words), _article(rng, words, rng.randint(3, 4))
+        html = _page(title, paragraphs, lang)
         bodies.append(html)
         yield "response", f"{site}/{lang}/article-{i}", "text/html; charset=utf-8", html.encode("utf-8")
         if i % 7 == 3:  # the same page captured again under another URL
             yield "response", f"{site}/{lang}/article-{i}?ref=feed", "text/html", html.encode("utf-8")
+        if i % 9 == 4:  # republished elsewhere with one more sentence: a near duplicate
+            sentence = _article(rng, words, 1)[0].split(". ")[0].rstrip(".") + "."
+            edited = _page(title, [*paragraphs[:-1], f"{paragraphs[-1]} {sentence}"], lang)
+            yield "response", f"{site}/{lang}/archive/{i}", "text/html", edited.encode("utf-8")
+        if i % 13 == 6:  # the same URL crawled again later, with new content
+            renewed = _page(_title(rng, words), _article(rng, words, 3), lang)
+            yield "response", f"http://{site.removeprefix('https://')}/{lang}/article-{i}/", "text/html", renewed.encode("utf-8")
         if i % 11 == 5:
             yield "request", f"{site}/{lang}/article-{i}", None, b""
     latin1 = _page("Grüße aus Köln", _article(rng, _DE, 3), "de", "iso-8859-1")
@@ -140,8 +149,8 @@ def write_sample_shard(path: Path, shard: int, per_shard: int = 40) -> None:
 
     buffer = io.BytesIO()
     writer = WARCWriter(buffer, gzip=True)
-    date = f"2024-01-{shard + 1:02d}T00:00:00Z"
     for n, (kind, url, content_type, body) in enumerate(_records(shard, per_shard)):
+        date = f"2024-01-{shard + 1:02d}T00:{n // 60:02d}:{n % 60:02d}Z"  # later records are newer
         warc_headers = {"WARC-Date": date, "WARC-Record-ID": f"<urn:uuid:00000000-0000-4000-8000-{shard:04d}{n:08d}>"}
         if kind == "request":
             http = StatusAndHeaders("GET / HTTP/1.1", [("Host", url.split("/")[2])], is_http_request=True)

@@ -34,6 +34,7 @@ DROPPED_SCHEMA = pa.schema([
     ("reason", pa.string()),
     ("language", pa.string()),
     ("text", pa.string()),  # the text the stage saw; the HTML head for pre-extraction drops
+    ("kept_id", pa.string()),  # dedup drops: the document kept in its place
 ])
 DROPPED_TEXT_CHARS = 20_000
 
@@ -58,12 +59,12 @@ class DropSampler:
         doc = drop.doc
         self.kept.setdefault(stage, []).append({
             "id": doc.id, "url": doc.url, "stage": stage, "reason": drop.reason, "language": doc.language,
-            "text": (doc.text or doc.html or "")[:DROPPED_TEXT_CHARS],
+            "text": (doc.text or doc.html or "")[:DROPPED_TEXT_CHARS], "kept_id": drop.kept_id,
         })
 
-    def write(self, out_dir: Path, shard_id: str) -> None:
-        for stale in (out_dir / "dropped").glob(f"*/{shard_id}.parquet"):
-            stale.unlink()  # from an earlier attempt with other drops
+    def write(self, out_dir: Path, shard_id: str, stages: list[str]) -> None:
+        for stage in stages:  # remove samples of an earlier attempt with other drops
+            (out_dir / "dropped" / stage / f"{shard_id}.parquet").unlink(missing_ok=True)
         for stage, rows in self.kept.items():
             with atomic_path(out_dir / "dropped" / stage / f"{shard_id}.parquet") as tmp:
                 pq.write_table(pa.Table.from_pylist(rows, schema=DROPPED_SCHEMA), tmp, compression="zstd")
@@ -103,7 +104,7 @@ def _count_drop(stage, item: Document | Drop, stats: StageStats, sampler: DropSa
     return True
 
 
-def _rows(docs: list[Document]) -> pa.Table:
+def document_rows(docs: list[Document]) -> pa.Table:
     return pa.Table.from_pydict({
         "id": [d.id for d in docs],
         "url": [d.url for d in docs],
@@ -122,20 +123,21 @@ def build_chain(config: PipelineConfig) -> tuple[SourceStage, list[Stage]]:
     return reader, [spec.build() for spec in config.stages]
 
 
-def shard_paths(out_dir: Path, shard: InputShard) -> dict[str, Path]:
+def shard_paths(out_dir: Path, shard: InputShard, deduplicated: bool = False) -> dict[str, Path]:
+    """Where the chain's outputs go; with dedup stages, documents wait in filtered/ for them."""
     return {
-        "documents": out_dir / "documents" / f"{shard.shard_id}.parquet",
+        "documents": out_dir / ("filtered" if deduplicated else "documents") / f"{shard.shard_id}.parquet",
         "stats": out_dir / "stats" / "shards" / f"{shard.shard_id}.json",
         "marker": out_dir / "_markers" / "map" / f"{shard.shard_id}.done",
     }
 
 
-def load_finished(out_dir: Path, shard: InputShard, fingerprint: str) -> dict | None:
+def load_finished(out_dir: Path, shard: InputShard, config: PipelineConfig) -> dict | None:
     """A shard's stored result when its marker and outputs agree with this config, else None."""
-    paths = shard_paths(out_dir, shard)
+    paths = shard_paths(out_dir, shard, bool(config.dedup))
     try:
         marker = json.loads(paths["marker"].read_text())
-        if marker["fingerprint"] != fingerprint:
+        if marker["fingerprint"] != config.fingerprint():
             return None
         if paths["documents"].stat().st_size != marker["documents_bytes"]:
             return None
@@ -150,13 +152,13 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
     """Runs the chain over one shard and writes its Parquet and stats atomically."""
     out = Path(out_dir)
     fingerprint = config.fingerprint()
-    finished = load_finished(out, shard, fingerprint)
+    finished = load_finished(out, shard, config)
     if finished is not None:
         return finished
 
     reader, stages = build_chain(config)
     funnel = [StageStats(reader.name)] + [StageStats(stage.name) for stage in stages]
-    paths = shard_paths(out, shard)
+    paths = shard_paths(out, shard, bool(config.dedup))
     sampler = DropSampler(config.spec.run.dropped_samples)
     documents = 0
     for stage in stages:
@@ -168,7 +170,7 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
         with atomic_path(paths["documents"]) as tmp:
             with pq.ParquetWriter(tmp, DOCUMENT_SCHEMA, compression="zstd") as writer:
                 for rows in batched(stream, config.spec.run.row_group_size):
-                    writer.write_table(_rows(rows))
+                    writer.write_table(document_rows(rows))
                     documents += len(rows)
     finally:
         for stage in stages:
@@ -178,7 +180,7 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
     for stats in funnel:
         stats.check_balanced()
 
-    sampler.write(out, shard.shard_id)
+    sampler.write(out, shard.shard_id, [s.stage for s in funnel])
     result = {
         "shard_id": shard.shard_id,
         "path": shard.path,

@@ -85,3 +85,28 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+class DedupStage:
+    """A corpus-wide step, run after the per-shard chain on all of its output.
+
+    Per shard, the stage computes keys from each document (no Dask here); `refinery.dedup`
+    resolves the keys across all shards and drops the losers with `reason`. `method` says how:
+
+    - "exact": `exact_key(doc)` returns bytes; documents with equal keys are one cluster and
+      the `Config.keep` rule picks the one kept;
+    - "minhash": `band_keys(docs)` returns LSH band keys; documents sharing a band key are
+      candidates, connected components are clusters, and the lowest id is kept.
+    """
+
+    name: ClassVar[str]
+    reason: ClassVar[str]
+    method: ClassVar[str]
+    Config: ClassVar[type[StageConfig]] = StageConfig
+
+    def __init__(self, config: StageConfig | None = None):
+        self.config = config if config is not None else self.Config()
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return (self.reason,)

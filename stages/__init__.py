@@ -1,7 +1,7 @@
 """Pipeline stages, one module each. Heavy libraries are imported in `setup`, not here.
 
-Every `Stage` subclass with a `name` defined in a module of this package is registered
-under that name, so a config can list it.
+Every `Stage` (per-shard chain) and `DedupStage` (corpus-wide) subclass with a `name` defined
+in a module of this package is registered under that name, so a config can list it.
 """
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from refinery.stage import Stage
+from refinery.stage import DedupStage, Stage
 
 
-def _discover() -> dict[str, type[Stage]]:
-    found: dict[str, type[Stage]] = {}
+def _discover(base: type) -> dict[str, type]:
+    found: dict[str, type] = {}
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         for value in vars(module).values():
-            if (isinstance(value, type) and issubclass(value, Stage) and value is not Stage
+            if (isinstance(value, type) and issubclass(value, base) and value is not base
                     and value.__module__ == module.__name__ and "name" in vars(value)):
                 if value.name in found:
                     raise RuntimeError(f"two stages named {value.name!r}")
@@ -25,4 +25,5 @@ def _discover() -> dict[str, type[Stage]]:
     return found
 
 
-STAGES: dict[str, type[Stage]] = _discover()
+STAGES: dict[str, type[Stage]] = _discover(Stage)
+DEDUP_STAGES: dict[str, type[DedupStage]] = _discover(DedupStage)

@@ -21,7 +21,8 @@ from support import (CONTRACT_COLUMNS, ENGLISH_CONFIG, CliResult, check_funnel, 
 pytestmark = pytest.mark.slow
 
 CONFIG = yaml.safe_load(ENGLISH_CONFIG.read_text(encoding="utf-8"))
-SAMPLE_RECORDS = 114  # 2 shards of 57 records each (see refinery/sample.py)
+SAMPLE_RECORDS = 128  # 2 shards of 64 records each (see refinery/sample.py)
+DEDUP_STAGES = [next(iter(entry)) for entry in CONFIG.get("dedup", [])]
 
 
 @dataclass
@@ -84,7 +85,7 @@ def test_run_completes(first_run):
 def test_funnel_adds_up(first_run):
     funnel = check_funnel(first_run.stats)
     assert funnel[0]["docs_in"] == SAMPLE_RECORDS
-    stages = ["warc_reader", *(next(iter(entry)) for entry in CONFIG["stages"])]
+    stages = ["warc_reader", *(next(iter(entry)) for entry in CONFIG["stages"]), *DEDUP_STAGES]
     assert [s["stage"] for s in funnel] == stages
     reader = funnel[0]
     # the sample holds request records, an image, a PDF and a 404 page besides the HTML pages
@@ -103,6 +104,12 @@ def test_per_shard_stats_add_up_to_the_total(first_run):
     assert stats["input"]["shards"] == 2 == len(stats["shards"])
     per_shard = [json.loads(p.read_text()) for p in sorted((first_run.out / "stats" / "shards").glob("*.json"))]
     assert len(per_shard) == 2
+    if DEDUP_STAGES:  # the dedup stages' per-shard counts continue the chain's
+        applied = [json.loads(p.read_text()) for p in sorted((first_run.out / "stats" / "dedup").glob("*.json"))]
+        assert [a["shard_id"] for a in applied] == [s["shard_id"] for s in per_shard]
+        for shard, extra in zip(per_shard, applied):
+            shard["funnel"] += extra["funnel"]
+            shard["documents"] = extra["documents"]
     for shard in per_shard:
         check_funnel({"funnel": [dict(s, kept_of_input=s["docs_out"] / shard["records"]) for s in shard["funnel"]],
                       "input": {"records": shard["records"]}, "output": {"documents": shard["documents"]}})
@@ -131,7 +138,7 @@ def test_documents_contract(first_run):
         assert row["language"] == "en"
         assert threshold <= row["language_score"] <= 1.0 + 1e-6
         assert row["source"] == CONFIG["source"]
-        assert row["url"].startswith("https://news") and row["warc_date"].startswith("2024-01-0")
+        assert row["url"].startswith(("https://news", "http://news")) and row["warc_date"].startswith("2024-01-0")
         assert row["id"] and row["text"].strip() == row["text"] and row["text"]
     ids = [row["id"] for row in rows]
     assert len(ids) == len(set(ids))
@@ -196,3 +203,49 @@ def test_dropped_samples(forced_run):
     # every (stage, reason) with drops has samples (the limit is above zero)
     if limit:
         assert seen == {(stage, reason) for stage, reasons in funnel.items() for reason in reasons}
+
+
+# --- dedup --------------------------------------------------------------------------------------
+
+def test_dedup_removes_the_planted_duplicates(first_run):
+    """The sample plants, per shard, copies under a second URL, republished near-copies with one
+    more sentence, and URLs crawled twice with new content (refinery/sample.py)."""
+    from refinery.minhash import normalize
+
+    funnel = {s["stage"]: s for s in first_run.stats["funnel"]}
+    assert funnel["exact_dedup"]["dropped"] == {"exact_duplicate": 9}
+    assert funnel["minhash_dedup"]["dropped"] == {"minhash_duplicate": 7}
+    assert funnel["url_dedup"]["dropped"] == {"url_duplicate": 5}
+    rows = read_documents(first_run.out).to_pylist()
+    texts = [normalize(r["text"]) for r in rows]
+    assert len(texts) == len(set(texts))
+    urls = {r["url"] for r in rows}
+    assert not any("?ref=feed" in u or "/archive/" in u for u in urls)  # the copies went, the originals stayed
+    for url in (u for u in urls if u.startswith("http://")):  # the newer capture of a re-crawled URL won
+        assert url.replace("http://", "https://").rstrip("/") not in urls
+
+
+def test_clusters_parquet(first_run):
+    import pandas as pd
+
+    clusters = pd.read_parquet(first_run.out / "dedup" / "clusters.parquet")
+    assert {"cluster_id", "id", "url", "kept", "jaccard_to_kept", "stage", "kept_id"} <= set(clusters.columns)
+    sizes = clusters.groupby("cluster_id").size()
+    assert (sizes >= 2).all()
+    assert (clusters.groupby("cluster_id")["kept"].sum() == 1).all()  # one kept document per cluster
+    kept = clusters[clusters["kept"]]
+    assert (kept["id"] == kept["kept_id"]).all() and kept["jaccard_to_kept"].isna().all()
+    for stage, group in clusters.groupby("stage"):  # the lowest id is kept (newest URL capture for url_dedup)
+        if stage != "url_dedup":
+            assert (group.groupby("cluster_id")["id"].min() == group.groupby("cluster_id")["kept_id"].first()).all()
+    fuzzy = clusters[(clusters["stage"] == "minhash_dedup") & ~clusters["kept"]]
+    assert len(fuzzy) == 7 and fuzzy["jaccard_to_kept"].between(0.8, 1.0).all()
+    summary = first_run.stats["dedup"]
+    assert summary["per_stage"]["minhash_dedup"]["cluster_sizes"] == {"2": 7}
+    assert summary["per_language"]["en"]["removed"] == 21
+    assert sum(d["removed"] for d in summary["top_domains"]) == 21
+
+
+def test_dedup_drops_are_sampled_with_the_kept_id(first_run):
+    rows = pq.read_table(first_run.out / "dropped" / "minhash_dedup").to_pylist()
+    assert len(rows) == 7 and all(r["kept_id"] and r["reason"] == "minhash_duplicate" for r in rows)

@@ -198,7 +198,7 @@ def test_embedded_sample_shard_reads_completely(sample_shard):
     items = read_all(sample_shard)
     check_items(items)
     counts = outcome_counts(items)
-    assert counts == {"DOC": 50, "request": 4, "non_html": 2, "http_status": 1}
+    assert counts == {"DOC": 57, "request": 4, "non_html": 2, "http_status": 1}
 
 
 @pytest.mark.parametrize("fraction", [0.3, 0.5, 0.8])
