@@ -200,23 +200,45 @@ def _run_phases(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     if not config.dedup:
         return finalize(results, config, out_dir, shards)
 
-    from refinery.dedup import resolve, resolve_digest
+    applied, summary = deduplicate(config, shards, out_dir, client, keys_results, progress)
+    return finalize(results, config, out_dir, shards, {"shards": applied, "summary": summary})
 
-    progress.on_phase(f"dedup: {' -> '.join(s.name for s in config.dedup)} over "
-                      f"{sum(r['documents'] for r in keys_results):,} documents")
+
+def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, client=None,
+                keys_results: list[dict] | None = None, progress: Progress | None = None) -> tuple[list[dict], dict]:
+    """The dedup phases over the chain's output in ``out_dir/filtered/``: keys (unless given),
+    the corpus-wide resolution, then the per-shard rewrite. Returns (per-shard results, summary).
+
+    ``client`` is a ``distributed`` client, or None for the active local scheduler."""
+    import dask
+
+    from refinery.dedup import resolve, resolve_digest, write_keys
+
+    def compute(tasks: list) -> list:
+        if client is None:
+            return list(dask.compute(*tasks))
+        return [f.result() for f in client.compute(tasks, retries=2)]
+
+    if keys_results is None:
+        keys_results = compute([delayed_call(write_keys, shard, config, out_dir, None, key=f"keys-{shard.shard_id}")
+                                for shard in shards])
+    (progress or Progress()).on_phase(f"dedup: {' -> '.join(s.name for s in config.dedup)} over "
+                                      f"{sum(r['documents'] for r in keys_results):,} documents")
     summary = resolve(config, out_dir, shards, keys_results)
-    apply_tasks = build_apply_graph(config, shards, out_dir, resolve_digest(config, keys_results))
-    if client is None:
-        applied = list(dask.compute(*apply_tasks))
-    else:
-        applied = [f.result() for f in client.compute(apply_tasks, retries=2)]
-    summary = {**summary, "timings": {
+    applied = compute(build_apply_graph(config, shards, out_dir, resolve_digest(config, keys_results)))
+    timings = {
         "keys_seconds": round(sum(r.get("seconds", 0.0) for r in keys_results), 3),
         "resolve_seconds": summary.get("seconds", 0.0),
         "apply_seconds": round(sum(r.get("seconds", 0.0) for r in applied), 3),
-    }}
-    summary.pop("seconds", None)
-    return finalize(results, config, out_dir, shards, {"shards": applied, "summary": summary})
+    }
+    summary = {key: value for key, value in summary.items() if key != "seconds"}
+    return applied, {**summary, "timings": timings}
+
+
+def delayed_call(func, *args, key: str):
+    from dask import delayed
+
+    return delayed(func, pure=True)(*args, dask_key_name=key)
 
 
 def read_stats(out_dir: str) -> dict:
