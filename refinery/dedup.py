@@ -137,7 +137,7 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str, map_resu
 CLUSTER_COLUMNS = ["cluster_id", "stage", "id", "kept", "kept_id", "jaccard_to_kept"]
 
 
-def _exact_clusters(part: pd.DataFrame, column: str, keep: str, stage: str) -> pd.DataFrame:
+def _exact_clusters(part: pd.DataFrame, column: str, keep: str, stage: str, same_text: bool) -> pd.DataFrame:
     """Members of every key group of two or more documents in ``part`` (whole groups, after the
     shuffle on ``column``), each with the group's kept id."""
     part = part[part.groupby(column, sort=False)["id"].transform("size") > 1]
@@ -147,8 +147,8 @@ def _exact_clusters(part: pd.DataFrame, column: str, keep: str, stage: str) -> p
         order, ascending = [column, "warc_date", "id"], [True, keep == "oldest", True]
     part = part.sort_values(order, ascending=ascending, kind="stable")
     kept_id = part.groupby(column, sort=False)["id"].transform("first")
-    same_text = np.where(part["id"] == kept_id, np.nan, 1.0) if column == "exact_dedup" else None
-    return _cluster_frame(part["id"], kept_id, stage, same_text)
+    jaccard = np.where(part["id"] == kept_id, np.nan, 1.0) if same_text else None
+    return _cluster_frame(part["id"], kept_id, stage, jaccard)
 
 
 def _cluster_frame(ids: pd.Series, kept_id: pd.Series, stage: str, jaccard=None) -> pd.DataFrame:
@@ -258,7 +258,8 @@ def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard], keys
             alive = keys if dropped is None else _anti_join(keys, dropped)
             columns = ["id", "warc_date", stage.name]
             clusters = alive[columns].shuffle(on=stage.name, npartitions=nparts).map_partitions(
-                _exact_clusters, stage.name, stage.config.keep, stage.name, meta=_cluster_meta())
+                _exact_clusters, stage.name, stage.config.keep, stage.name, stage.keys_equal_text,
+                meta=_cluster_meta())
         else:
             bands = dd.read_parquet([str(p["bands"]) for p in paths])
             clusters = _minhash_clusters(stage, bands, texts, dropped)
@@ -310,7 +311,7 @@ def _summarise(stages, size_counts: pd.Series, languages: pd.Series, by_stage: p
             "clusters": int(by_stage.get((stage.name, True), 0)),
             "documents_in_clusters": int(by_stage.get((stage.name, True), 0) + by_stage.get((stage.name, False), 0)),
             "removed": int(by_stage.get((stage.name, False), 0)),
-            "cluster_sizes": dict(sorted(sizes.items())),
+            "cluster_sizes": {str(size): n for size, n in sorted(sizes.items())},
         }
     per_language: dict[str, dict] = {}
     for (language, removed_by), n in languages.items():

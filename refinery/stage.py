@@ -102,6 +102,7 @@ class DedupStage:
     name: ClassVar[str]
     reason: ClassVar[str]
     method: ClassVar[str]
+    keys_equal_text: ClassVar[bool] = False  # equal keys mean equal normalised text (Jaccard 1)
     Config: ClassVar[type[StageConfig]] = StageConfig
 
     def __init__(self, config: StageConfig | None = None):

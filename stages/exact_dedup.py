@@ -19,6 +19,7 @@ class ExactDedup(DedupStage):
     name = "exact_dedup"
     reason = "exact_duplicate"
     method = "exact"
+    keys_equal_text = True
 
     class Config(StageConfig):
         keep: Literal["lowest_id", "newest", "oldest"] = "lowest_id"

@@ -40,7 +40,10 @@ def web_run(tmp_path_factory) -> dict:
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     docs = read_documents(out).to_pylist()
-    return {"out": out, "stats": stats, "docs": docs, "result": result}
+    import pyarrow.dataset as ds
+
+    filtered = ds.dataset(out / "filtered").to_table().to_pylist()  # before dedup
+    return {"out": out, "stats": stats, "docs": docs, "filtered": filtered, "result": result}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +101,7 @@ def score(doc: dict, entry: dict) -> tuple[int, int]:
 
 def test_extraction_quality_on_the_evaluation_pages(web_run, evaldata):
     found = wanted = avoided = unwanted = pages = 0
-    for doc in web_run["docs"]:
+    for doc in web_run["filtered"]:  # before dedup, which removes copies of the same page
         entry = evaldata.get(doc["url"])
         if not entry:
             continue
@@ -124,7 +127,7 @@ def test_known_pages(web_run, evaldata, url):
 
 
 MDR_ORDER = ["warc_reader", "url_filter", "extract", "language_id", "gopher_repetition", "gopher_quality",
-             "line_filter"]
+             "line_filter", "exact_dedup", "minhash_dedup", "url_dedup"]
 
 
 def test_full_mdr_order_and_funnel_shares(web_run):
@@ -152,3 +155,33 @@ def test_dropped_samples_explain_removals(web_run):
         assert all(row["stage"] == stage and row["url"] for row in table)
         if stage != "url_filter":
             assert all(row["text"] for row in table)
+
+
+def test_dedup_leaves_no_duplicate_text_or_url(web_run):
+    """The shards hold 561 byte-identical copies of pages; after filtering, what is left of them
+    goes in exact_dedup, and no two documents share a normalised text or a normalised URL."""
+    from refinery.minhash import normalize
+    from stages.url_dedup import normalize_url
+
+    funnel = {row["stage"]: row for row in web_run["stats"]["funnel"]}
+    exact = funnel["exact_dedup"]
+    assert exact["dropped"]["exact_duplicate"] >= 80
+    docs = web_run["docs"]
+    texts = [normalize(d["text"]) for d in docs]
+    assert len(texts) == len(set(texts))
+    urls = [normalize_url(d["url"]) for d in docs]
+    assert len(urls) == len(set(urls))
+    summary = web_run["stats"]["dedup"]
+    removed = sum(sum(row["dropped"].values()) for row in funnel.values() if row["stage"].endswith("_dedup"))
+    assert sum(s["removed"] for s in summary["per_stage"].values()) == removed
+    assert summary["per_language"]["en"]["removed"] == removed
+
+
+def test_clusters_parquet_on_the_web_shards(web_run):
+    import pandas as pd
+
+    clusters = pd.read_parquet(web_run["out"] / "dedup" / "clusters.parquet")
+    assert (clusters.groupby("cluster_id").size() >= 2).all()
+    assert (clusters.groupby("cluster_id")["kept"].sum() == 1).all()
+    kept_ids = {d["id"] for d in web_run["docs"]}
+    assert not set(clusters.loc[~clusters["kept"], "id"]) & kept_ids  # every loser is gone
