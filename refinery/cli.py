@@ -113,6 +113,9 @@ def command_run(args: argparse.Namespace) -> int:
     final = stats["funnel"][-1]
     print(f"done: {stats['input']['records']} records in {stats['input']['shards']} shards -> "
           f"{stats['output']['documents']} documents ({final['kept_of_input']:.1%} kept)")
+    if "dedup" in stats:
+        removed = ", ".join(f"{s['removed']:,} {name}" for name, s in stats["dedup"]["per_stage"].items())
+        print(f"  dedup removed {removed}; clusters: {os.path.join(out_dir, 'dedup', 'clusters.parquet')}")
     print(f"  documents: {os.path.join(out_dir, 'documents')}/*.parquet")
     print(f"  stats:     {os.path.join(out_dir, 'stats.json')}")
     return 0
