@@ -280,8 +280,7 @@ def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard], keys
         per_doc = per_doc.assign(removed=(~per_doc["removed_by"].isna()).astype("int64"))
         domains = per_doc.groupby("domain").agg(documents=("id", "count"), removed=("removed", "sum"),
                                                 split_out=nparts)
-        sizes = clusters.groupby(["stage", "cluster_id"]).size(split_out=nparts).reset_index()
-        sizes.columns = ["stage", "cluster_id", "size"]
+        sizes = clusters.groupby(["stage", "cluster_id"]).size(split_out=nparts).to_frame("size").reset_index()
         writes = [
             clusters.to_parquet(str(dedup_dir / "clusters.parquet"), write_index=False, compute=False),
             drops.to_parquet(str(dedup_dir / "drops"), partition_on=["shard"], write_index=False, compute=False),

@@ -156,6 +156,16 @@ def test_results_do_not_depend_on_how_documents_are_sharded(tmp_path):
     assert one[columns].sort_values("id").reset_index(drop=True).equals(five[columns].sort_values("id").reset_index(drop=True))
 
 
+def test_many_shards(tmp_path):
+    """Past 10 partitions Dask turns group-bys into shuffles; the summary must survive that."""
+    texts = [_prose(100 + n, 80) for n in range(24)]
+    shards = [[_doc(f"a{n:02d}", texts[n]), _doc(f"b{n:02d}", texts[n].upper())] for n in range(12)]
+    shards += [[_doc(f"c{n:02d}", texts[n])] for n in range(12, 24)]
+    summary, clusters, kept = _run(tmp_path, shards, {"exact_dedup": {}}, {"minhash_dedup": {}})
+    assert sorted(kept) == [f"a{n:02d}" for n in range(12)] + [f"c{n:02d}" for n in range(12, 24)]
+    assert summary["per_stage"]["exact_dedup"]["cluster_sizes"] == {"2": 12}
+
+
 def test_no_documents_at_all(tmp_path):
     summary, clusters, kept = _run(tmp_path, [[], []], {"exact_dedup": {}}, {"minhash_dedup": {}})
     assert kept == [] and clusters.empty
