@@ -326,17 +326,11 @@ def count_records(paths: list[str], limit: int | None) -> int:
     return total
 
 
-def run_child(engine: str, args, paths: list[str], records: int) -> dict:
-    out = tempfile.mkdtemp(prefix=f"refinery-bench-{engine}-")
-    result_path = os.path.join(out, "_result.json")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--out", os.path.join(out, "run"),
-           "--workers", str(args.workers), "--pipeline", args.pipeline, "--result", result_path, "--input", *paths]
-    if args.limit:
-        cmd += ["--limit", str(args.limit)]
-    env = {**os.environ, **OFFLINE_ENV, "PYTHONWARNINGS": "ignore"}
+def run_measured(cmd: list[str], env: dict, log_path: str, result_path: str, label: str) -> dict:
+    """Runs one benchmark child; returns the JSON it wrote plus its wall time, its process tree's
+    CPU time and the whole machine's busy CPU time over the same interval."""
     load_before = os.getloadavg()[0]
     busy_before = _machine_busy_s()
-    log_path = os.path.join(out, "child.log")
     started = time.perf_counter()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -346,12 +340,25 @@ def run_child(engine: str, args, paths: list[str], records: int) -> dict:
     busy = _machine_busy_s() - busy_before
     if rc != 0:
         tail = Path(log_path).read_text(errors="replace")[-4000:]
-        raise SystemExit(f"{engine} child failed (rc {rc}); log {log_path}:\n{tail}")
+        raise SystemExit(f"{label} child failed (rc {rc}); log {log_path}:\n{tail}")
     result = json.loads(Path(result_path).read_text())
+    result.update(process_wall_s=process_wall, tree_cpu_s=tree.cpu_s, machine_busy_cpu_s=busy,
+                  loadavg_1m_before=load_before)
+    return result
+
+
+def run_child(engine: str, args, paths: list[str], records: int) -> dict:
+    out = tempfile.mkdtemp(prefix=f"refinery-bench-{engine}-")
+    result_path = os.path.join(out, "_result.json")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--out", os.path.join(out, "run"),
+           "--workers", str(args.workers), "--pipeline", args.pipeline, "--result", result_path, "--input", *paths]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONWARNINGS": "ignore"}
+    result = run_measured(cmd, env, os.path.join(out, "child.log"), result_path, engine)
     if result["records"] is None:
         result["records"] = records
-    result.update(engine=engine, process_wall_s=process_wall, tree_cpu_s=tree.cpu_s,
-                  machine_busy_cpu_s=busy, loadavg_1m_before=load_before)
+    result["engine"] = engine
     if args.keep_tmp:
         result["out_dir"] = out
     else:

@@ -85,23 +85,12 @@ def _datatrove_signer(precision: int):
         sys.modules["tokenizers"], sys.modules["tokenizers.processors"] = stub, proc
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
     from datatrove.utils.hashing import HashConfig
-    from datatrove.utils.word_tokenizers import WordTokenizer
-
-    class SplitTokenizer(WordTokenizer):
-        """Whitespace words: datatrove's English tokenizer needs nltk/spacy, absent here."""
-        def word_tokenize(self, text: str) -> list[str]:
-            return text.split()
-
-        def sent_tokenize(self, text: str) -> list[str]:
-            return [text]
-
-        def span_tokenize(self, text: str):
-            raise NotImplementedError
+    from datatrove_compat import split_tokenizer
 
     step = MinhashDedupSignature(output_folder=tempfile.mkdtemp(prefix="dt-minhash-"),
                                  config=MinhashConfig(num_buckets=BANDS, hashes_per_bucket=ROWS,
                                                       hash_config=HashConfig(precision=precision)),
-                                 language=SplitTokenizer())
+                                 language=split_tokenizer())
     # datatrove 0.10.1 passes str to xxhash, which xxhash >= 3.5 rejects; encode first as a fix would
     raw = step._hash_func
     step._hash_func = lambda s: raw(s.encode("utf-8"))
