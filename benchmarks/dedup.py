@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import importlib.util
 import json
 import os
 import platform
@@ -76,7 +75,6 @@ import sys
 import tempfile
 import threading
 import time
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,21 +95,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def _stub_tokenizers() -> None:
-    """datatrove.pipeline.dedup imports `tokenizers` (for its exact-substring step), which is not
-    installed. Runs at import, so that datatrove's forkserver pool processes (which import this
-    module as __mp_main__ before unpickling a pipeline) get the stub too."""
-    if "tokenizers" in sys.modules or importlib.util.find_spec("tokenizers") is not None:
-        return
-    stub = types.ModuleType("tokenizers")
-    stub.Tokenizer = object
-    proc = types.ModuleType("tokenizers.processors")
-    proc.TemplateProcessing = object
-    stub.processors = proc
-    sys.modules["tokenizers"], sys.modules["tokenizers.processors"] = stub, proc
+# At import, so that datatrove's forkserver pool processes (which import this module as
+# __mp_main__ before unpickling a pipeline) get the stub too.
+from datatrove_compat import stub_tokenizers  # noqa: E402
 
-
-_stub_tokenizers()
+stub_tokenizers()
 
 
 # ---------------------------------------------------------------------------------------------

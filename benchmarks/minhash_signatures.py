@@ -31,7 +31,6 @@ import os
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 # single core for everyone; set before numba or rensa (rayon) start their pools
@@ -74,15 +73,9 @@ def article_texts() -> list[str]:
 
 
 def _datatrove_signer(precision: int):
-    try:  # datatrove.pipeline.dedup imports tokenizers (exact-substring step); stub it if absent
-        import tokenizers  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("tokenizers")
-        stub.Tokenizer = object
-        proc = types.ModuleType("tokenizers.processors")
-        proc.TemplateProcessing = object
-        stub.processors = proc
-        sys.modules["tokenizers"], sys.modules["tokenizers.processors"] = stub, proc
+    from datatrove_compat import stub_tokenizers
+
+    stub_tokenizers()
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
     from datatrove.utils.hashing import HashConfig
     from datatrove_compat import split_tokenizer
