@@ -21,6 +21,8 @@ or worker pools:
   refinery          refinery.dag.execute(): a Dask LocalCluster with N worker processes, one task per
                     shard; this is what `refinery run` does (minus the console progress display)
   refinery-pool     refinery.shard.run_shard() in a plain N-process pool, no Dask (shows Dask's cost)
+  refinery-noprefilter  refinery without its language_prefilter stage (mdr), i.e. trafilatura on
+                    every page, as datatrove does
   datatrove         datatrove's WarcReader -> Trafilatura -> LanguageFilter -> ParquetWriter on a
                     LocalPipelineExecutor(tasks=<shards>, workers=N)
 
@@ -51,6 +53,7 @@ divided by the extraction seconds, both summed over the workers.
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import json
 import os
@@ -67,9 +70,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INPUT = str((ROOT / ".." / "shared" / "data" / "web" / "dev-0000*.warc.gz").resolve())
 CONFIG = ROOT / "configs" / "english.yaml"
-ENGINES = ("refinery", "refinery-pool", "datatrove")
+ENGINES = ("refinery", "refinery-pool", "datatrove", "refinery-noprefilter")
 MAP_STAGES = ("extract", "language_id")  # after refinery's own WARC reader
-MDR_STAGES = ("url_filter", "extract", "language_id", "gopher_repetition", "gopher_quality", "line_filter")
+MDR_STAGES = ("url_filter", "language_prefilter", "extract", "language_id", "gopher_repetition", "gopher_quality",
+              "line_filter")
+PREFILTER = "language_prefilter"  # skips extraction for pages plainly in another language
 PIPELINES = ("backbone", "mdr")
 OFFLINE_ENV = {"TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "", "HF_HUB_OFFLINE": "1"}
 
@@ -79,21 +84,25 @@ OFFLINE_ENV = {"TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "", "HF_HUB_OFFLINE": "1"}
 # ---------------------------------------------------------------------------------------------
 
 def map_phase_config(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str = "backbone",
-                     **run):
+                     prefilter: bool = True, **run):
     """backbone: configs/english.yaml cut down to the map phase, its extract and language_id settings
     in that order and none of the other stages (url_filter, quality filters, ...).
-    mdr: configs/english.yaml's stage list as is (checked against MDR_STAGES)."""
+    mdr: configs/english.yaml's stage list as is (checked against MDR_STAGES), without
+    language_prefilter when ``prefilter`` is False. The dedup stages are left out: this is the map phase."""
     import yaml
 
     from refinery.config import parse_config, with_overrides
 
     raw = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    raw["dedup"] = []
     expected = MDR_STAGES if pipeline == "mdr" else MAP_STAGES
     if pipeline != "mdr":
         raw["stages"] = [entry for entry in raw["stages"] if next(iter(entry)) in MAP_STAGES]
     found = [next(iter(entry)) for entry in raw["stages"]]
     if found != list(expected):
         raise SystemExit(f"{CONFIG} has stages {found}, expected {list(expected)} for --pipeline {pipeline}")
+    if not prefilter:
+        raw["stages"] = [entry for entry in raw["stages"] if next(iter(entry)) != PREFILTER]
     config = parse_config(raw, str(CONFIG))
     return with_overrides(config, inputs=paths, output=out, workers=workers, limit=limit, **run)
 
@@ -103,11 +112,12 @@ def _extract_docs_in(steps: list[dict]) -> int:
     return next(s["docs_in"] for s in steps if s["step"] == "extract" or "Trafilatura" in s["step"])
 
 
-def _child_refinery(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str) -> dict:
+def _child_refinery(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str,
+                    prefilter: bool = True) -> dict:
     from refinery.dag import execute, prepare_output
     from refinery.io import expand_inputs
 
-    config = map_phase_config(paths, out, workers, limit, pipeline, dashboard=False)
+    config = map_phase_config(paths, out, workers, limit, pipeline, prefilter, dashboard=False)
     shards = expand_inputs(config.spec.input.paths)
     prepare_output(out, force=True)
     started = time.perf_counter()
@@ -253,7 +263,8 @@ def _stat(counters: dict, key: str) -> int:
     return int(value["total"] if isinstance(value, dict) else value)
 
 
-CHILDREN = {"refinery": _child_refinery, "refinery-pool": _child_refinery_pool, "datatrove": _child_datatrove}
+CHILDREN = {"refinery": _child_refinery, "refinery-pool": _child_refinery_pool, "datatrove": _child_datatrove,
+            "refinery-noprefilter": functools.partial(_child_refinery, prefilter=False)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,6 +382,8 @@ def post_extraction(steps: list[dict]) -> dict:
     def kind(name: str) -> str:
         if name == "extract" or "Trafilatura" in name:
             return "extract"
+        if name == PREFILTER:
+            return "pre"
         if name == "warc_reader" or name.startswith("READER") or name.startswith("WRITER"):
             return "io"
         return "filter"
@@ -378,6 +391,7 @@ def post_extraction(steps: list[dict]) -> dict:
     extract = sum(s["seconds"] for s in steps if kind(s["step"]) == "extract")
     filters = sum(s["seconds"] for s in steps if kind(s["step"]) == "filter")
     return {"extract_s": extract, "post_extraction_s": filters,
+            "prefilter_s": sum(s["seconds"] for s in steps if kind(s["step"]) == "pre"),
             "post_extraction_share": filters / extract if extract else 0.0,
             "post_extraction_steps": [s["step"] for s in steps if kind(s["step"]) == "filter"]}
 

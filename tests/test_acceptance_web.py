@@ -66,7 +66,11 @@ def test_every_record_is_accounted_for(web_run):
 
 
 def test_languages_seen(web_run):
-    seen = web_run["stats"]["languages"]["languages_seen"]
+    from collections import Counter
+
+    prefilter = next(row for row in web_run["stats"]["funnel"] if row["stage"] == "language_prefilter")
+    # pages plainly in another language are counted by the prefilter, the rest by language_id
+    seen = Counter(web_run["stats"]["languages"]["languages_seen"]) + Counter(prefilter["extra"]["languages_skipped"])
     # the pages are mostly German and English, with Spanish, French, Polish, Chinese and others
     assert seen["de"] > seen["en"] > seen.get("es", 0) > 0
     assert {"fr", "pl", "zh"} <= set(seen)
@@ -126,7 +130,7 @@ def test_known_pages(web_run, evaldata, url):
             assert snippet not in doc["text"], snippet
 
 
-MDR_ORDER = ["warc_reader", "url_filter", "extract", "language_id", "gopher_repetition", "gopher_quality",
+MDR_ORDER = ["warc_reader", "url_filter", "language_prefilter", "extract", "language_id", "gopher_repetition", "gopher_quality",
              "line_filter", "exact_dedup", "minhash_dedup", "url_dedup"]
 
 
@@ -185,3 +189,22 @@ def test_clusters_parquet_on_the_web_shards(web_run):
     assert (clusters.groupby("cluster_id")["kept"].sum() == 1).all()
     kept_ids = {d["id"] for d in web_run["docs"]}
     assert not set(clusters.loc[~clusters["kept"], "id"]) & kept_ids  # every loser is gone
+
+
+def test_language_prefilter_changes_nothing_but_the_time(web_run, tmp_path):
+    """configs/english.yaml skips trafilatura for pages plainly in another language; the documents
+    must be exactly those of the same config without that stage."""
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "english.yaml").read_text())
+    raw["stages"] = [entry for entry in raw["stages"] if next(iter(entry)) != "language_prefilter"]
+    config = tmp_path / "no-prefilter.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    result = run_cli_subprocess("run", config, "--input", str(SHARED_DATA / "web" / "*.warc.gz"),
+                                "--output", out, "--workers", "2", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    key = lambda d: d["id"]  # noqa: E731
+    assert sorted(read_documents(out).to_pylist(), key=key) == sorted(web_run["docs"], key=key)
+    funnel = {row["stage"]: row for row in web_run["stats"]["funnel"]}
+    assert funnel["language_prefilter"]["dropped"]["other_language"] > 1000  # of 1,767 pages

@@ -1,0 +1,71 @@
+"""Skips extraction for pages that are plainly in another language.
+
+trafilatura costs about 23 ms a page, and on a CommonCrawl sample four pages in five are not in
+the languages a config keeps; `language_id` drops them right after extraction. This stage runs
+before `extract` and guesses each page's language from a cheap text (resiliparse's main-content
+text, about 1.5 ms) with the same fastText lid.176 model. It drops a page only when the guess is
+confident and long enough: another language with probability >= `min_score` (0.9) on at least
+`min_chars` characters. Everything else goes on to trafilatura and the real `language_id`.
+
+The aim is the same output, faster. On the shared web shards it skipped 1,361 of 1,778 pages; of
+those, 1 passed `language_id` after trafilatura and no page reached the filtered output
+(tests/test_acceptance_web.py checks that the output equals a run without this stage).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+
+from refinery.document import Document, Drop
+from refinery.stage import Stage
+from stages.language_id import LanguageIdConfig, default_model_path, load_fasttext
+
+
+class LanguagePrefilterConfig(LanguageIdConfig):
+    threshold: float = Field(default=0.9, ge=0.0, le=1.0)  # confidence needed to skip a page
+    min_chars: int = Field(default=200, ge=0)  # shorter cheap texts are too short to judge
+
+
+class LanguagePrefilter(Stage):
+    name: ClassVar[str] = "language_prefilter"
+    reasons: ClassVar[tuple[str, ...]] = ("other_language",)
+    Config = LanguagePrefilterConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.batch_size = self.config.batch_size
+        self._skipped: Counter = Counter()
+
+    def setup(self) -> None:
+        from resiliparse.extract.html2text import extract_plain_text
+        from resiliparse.parse.html import HTMLTree
+
+        path = Path(self.config.model_path) if self.config.model_path else default_model_path()
+        self._model = load_fasttext(path)
+        self._keep_all = "*" in self.config.languages
+        self._languages = frozenset(self.config.languages)
+        self._text = lambda html: extract_plain_text(HTMLTree.parse(html), main_content=True)
+
+    def process_batch(self, docs: list[Document]) -> list[Document | Drop]:
+        if self._keep_all:
+            return list(docs)
+        texts = [" ".join(self._text(doc.html or "").split()) for doc in docs]
+        labels, probs = self._model.predict(texts, k=1)
+        out: list[Document | Drop] = []
+        for doc, text, label, prob in zip(docs, texts, labels, probs):
+            language, score = label[0].removeprefix("__label__"), float(prob[0])
+            if (language not in self._languages and score >= self.config.threshold
+                    and len(text) >= self.config.min_chars):
+                self._skipped[language] += 1
+                doc.language, doc.language_score = language, score
+                out.append(Drop(doc, "other_language"))
+            else:
+                out.append(doc)
+        return out
+
+    def extra_stats(self) -> dict:
+        return {"languages_skipped": dict(self._skipped)}
