@@ -118,6 +118,9 @@ def parse_config(raw: Any, path: str = "") -> PipelineConfig:
         raise _first_error(err) from None
     stage_specs = _parse_stage_list(spec.stages, "stages", STAGES)
     dedup_specs = _parse_stage_list(spec.dedup, "dedup", DEDUP_STAGES)
+    for index, stage in enumerate(dedup_specs[:-1]):
+        if DEDUP_STAGES[stage.name].method == "substring":  # it cuts what the others decided to keep
+            raise ConfigError(f"dedup[{index}]", f"{stage.name} must be the last dedup stage")
     return PipelineConfig(spec=spec, stages=tuple(stage_specs), path=path, dedup=tuple(dedup_specs))
 
 

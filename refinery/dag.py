@@ -212,7 +212,7 @@ def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     ``client`` is a ``distributed`` client, or None for the active local scheduler."""
     import dask
 
-    from refinery.dedup import resolve, resolve_digest, write_keys
+    from refinery.dedup import find_cuts, resolve, resolve_digest, substring_groups, write_keys
 
     def compute(tasks: list) -> list:
         if client is None:
@@ -225,14 +225,40 @@ def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     (progress or Progress()).on_phase(f"dedup: {' -> '.join(s.name for s in config.dedup)} over "
                                       f"{sum(r['documents'] for r in keys_results):,} documents")
     summary = resolve(config, out_dir, shards, keys_results)
-    applied = compute(build_apply_graph(config, shards, out_dir, resolve_digest(config, keys_results)))
+    digest = resolve_digest(config, keys_results)
+    groups = []
+    if any(spec.name == "substring_dedup" for spec in config.dedup):
+        groups = compute([delayed_call(find_cuts, index, group, config, out_dir, digest, key=f"substring-{index}")
+                          for index, group in enumerate(substring_groups(config, shards))])
+    applied = compute(build_apply_graph(config, shards, out_dir, digest))
     timings = {
         "keys_seconds": round(sum(r.get("seconds", 0.0) for r in keys_results), 3),
         "resolve_seconds": summary.get("seconds", 0.0),
         "apply_seconds": round(sum(r.get("seconds", 0.0) for r in applied), 3),
+        **({"substring_seconds": round(sum(g["seconds"] for g in groups), 3)} if groups else {}),
     }
+    if groups:
+        summary["per_stage"] = {**summary.get("per_stage", {}), "substring_dedup": substring_summary(groups, applied)}
     summary = {key: value for key, value in summary.items() if key != "seconds"}
     return applied, {**summary, "timings": timings}
+
+
+def substring_summary(groups: list[dict], applied: list[dict]) -> dict:
+    """The substring stage's totals: what its groups found and what the rewrite cut and dropped."""
+    funnels = [s for r in applied for s in r["funnel"] if s["stage"] == "substring_dedup"]
+    extra = [s.get("extra", {}) for s in funnels]
+    return {
+        "reason": "too_short_after_cut",
+        "groups": len(groups),
+        "parts": sum(g["parts"] for g in groups),
+        "documents_in": sum(g["documents"] for g in groups),
+        "text_bytes_in": sum(g["text_bytes"] for g in groups),
+        "documents_touched": sum(g["documents_touched"] for g in groups),
+        "bytes_cut": sum(g["cut_bytes"] for g in groups),
+        "tokens_cut": sum(g["cut_tokens"] for g in groups),
+        "chars_removed": sum(e.get("chars_removed", 0) for e in extra),
+        "removed": sum(sum(s["dropped"].values()) for s in funnels),
+    }
 
 
 def delayed_call(func, *args, key: str):

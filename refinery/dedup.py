@@ -254,6 +254,8 @@ def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard], keys
     stage_tables = []
     dropped = None  # ids dropped by the stages so far, read back from disk
     for stage in stages:
+        if stage.method == "substring":  # cuts text; runs after this, per shard group (find_cuts)
+            continue
         if stage.method == "exact":
             alive = keys if dropped is None else _anti_join(keys, dropped)
             columns = ["id", "warc_date", stage.name]
@@ -270,6 +272,7 @@ def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard], keys
         dropped = done[~done["kept"]][["id"]]
 
     summary = {"stages": [s.name for s in stages]}
+    stages = [s for s in stages if s.method != "substring"]
     if stage_tables:
         info = keys[["id", "shard", "url", "language", "domain"]]
         clusters = dd.read_parquet(_parquet_files(stage_tables)).merge(info, on="id", how="left")
@@ -329,6 +332,106 @@ def _summarise(stages, size_counts: pd.Series, languages: pd.Series, by_stage: p
     return {"per_stage": per_stage, "per_language": dict(sorted(per_language.items())), "top_domains": top_domains}
 
 
+# --- 2b. exact substrings, per shard group -----------------------------------------------------
+
+SPANS_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("tokens", pa.int64()), ("text", pa.string())])
+CUTS_SCHEMA = pa.schema([("id", pa.string()), ("starts", pa.list_(pa.int64())), ("ends", pa.list_(pa.int64()))])
+SPAN_SAMPLE_CHARS = 2000
+
+
+def substring_groups(config: PipelineConfig, shards: list[InputShard]) -> list[list[InputShard]]:
+    """Consecutive shards, ``shards_per_group`` at a time (all of them when it is None)."""
+    stage = next(spec.build() for spec in config.dedup if spec.name == "substring_dedup")
+    size = stage.config.shards_per_group or max(len(shards), 1)
+    ordered = sorted(shards, key=lambda s: s.shard_id)
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def find_cuts(group: int, shards: list[InputShard], config: PipelineConfig, out_dir: str, digest: str) -> dict:
+    """One shard group: the documents the earlier dedup stages kept, in parts of at most
+    ``max_part_bytes``, through :func:`stages.substring_dedup.find_repeats`. Writes
+    ``dedup/cuts/<shard>.parquet`` (character ranges per document) and a sample of cut spans."""
+    from stages.substring_dedup import find_repeats
+
+    out = Path(out_dir)
+    stage = next(spec.build() for spec in config.dedup if spec.name == "substring_dedup")
+    cfg = stage.config
+    marker_path = out / "_markers" / "substring" / f"group-{group:05d}.done"
+    ids = [s.shard_id for s in shards]
+    marker = _read_marker(marker_path)
+    if marker and marker.get("digest") == digest and marker.get("shards") == ids and all(
+            (out / "dedup" / "cuts" / f"{sid}.parquet").exists() for sid in ids):
+        return marker["result"]
+
+    started = time.perf_counter()
+    cuts: dict[str, dict[str, list[tuple[int, int]]]] = {sid: {} for sid in ids}
+    spans: list[dict] = []
+    totals = {"parts": 0, "documents": 0, "text_bytes": 0, "cut_tokens": 0, "cut_bytes": 0, "documents_touched": 0}
+
+    def run_part(part: list[tuple[str, Document]]) -> None:
+        found = find_repeats([doc.text for _, doc in part], cfg.min_tokens, cfg.keep_first)
+        totals["parts"] += 1
+        for (sid, doc), ranges, tokens in zip(part, found.cuts, found.cut_tokens):
+            if not ranges:
+                continue
+            cuts[sid][doc.id] = ranges
+            totals["documents_touched"] += 1
+            totals["cut_tokens"] += tokens
+            totals["cut_bytes"] += sum(len(doc.text[a:b].encode("utf-8", "surrogatepass")) for a, b in ranges)
+            for a, b in ranges:
+                if len(spans) < cfg.sample_spans:
+                    spans.append({"id": doc.id, "url": doc.url, "tokens": len(doc.text[a:b].split()),
+                                  "text": doc.text[a:b][:SPAN_SAMPLE_CHARS]})
+
+    part: list[tuple[str, Document]] = []
+    part_bytes = 0
+    for shard in shards:
+        dropped = _shard_drops(out, shard.shard_id)
+        for doc in _iter_documents(shard_paths(out, shard, deduplicated=True)["documents"], 1024):
+            if doc.id in dropped:
+                continue
+            size = len(doc.text.encode("utf-8", "surrogatepass"))
+            if part and part_bytes + size > cfg.max_part_bytes:
+                run_part(part)
+                part, part_bytes = [], 0
+            part.append((shard.shard_id, doc))
+            part_bytes += size
+            totals["documents"] += 1
+            totals["text_bytes"] += size
+    if part:
+        run_part(part)
+
+    for sid in ids:
+        rows = sorted(cuts[sid].items())
+        with atomic_path(out / "dedup" / "cuts" / f"{sid}.parquet") as tmp:
+            pq.write_table(pa.table({"id": [r[0] for r in rows], "starts": [[a for a, _ in r[1]] for r in rows],
+                                     "ends": [[b for _, b in r[1]] for r in rows]}, schema=CUTS_SCHEMA), tmp)
+    with atomic_path(out / "dedup" / "substring_spans" / f"group-{group:05d}.parquet") as tmp:
+        pq.write_table(pa.Table.from_pylist(spans, schema=SPANS_SCHEMA), tmp)
+    result = {"group": group, "shards": ids, **totals, "seconds": round(time.perf_counter() - started, 3)}
+    write_json_atomic(marker_path, {"digest": digest, "shards": ids, "result": result})
+    return result
+
+
+def _shard_cuts(out: Path, shard_id: str) -> dict[str, list[tuple[int, int]]]:
+    table = pq.read_table(out / "dedup" / "cuts" / f"{shard_id}.parquet")
+    return {doc_id: list(zip(starts, ends)) for doc_id, starts, ends in
+            zip(*(table.column(c).to_pylist() for c in ("id", "starts", "ends")))}
+
+
+def _cut(stage, doc: Document, ranges: list[tuple[int, int]], stats: StageStats) -> bool:
+    """Cuts ``ranges`` from ``doc.text``; False when too little text is left to keep it."""
+    from stages.substring_dedup import cut_text
+
+    before = len(doc.text)
+    doc.text = cut_text(doc.text, ranges)
+    extra = stats.extra
+    extra["documents_touched"] = extra.get("documents_touched", 0) + 1
+    extra["spans_cut"] = extra.get("spans_cut", 0) + len(ranges)
+    extra["chars_removed"] = extra.get("chars_removed", 0) + before - len(doc.text)
+    return len(doc.text.split()) >= stage.config.min_words_after_cut
+
+
 # --- 3. per-shard rewrite -----------------------------------------------------------------------
 
 def _shard_drops(out: Path, shard_id: str) -> dict[str, tuple[str, str]]:
@@ -358,6 +461,7 @@ def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str, digest:
     funnel = {s.name: StageStats(s.name) for s in stages}
     order = [s.name for s in stages]
     drops = _shard_drops(out, shard.shard_id)
+    cuts = _shard_cuts(out, shard.shard_id) if any(s.method == "substring" for s in stages) else {}
     sampler = DropSampler(config.spec.run.dropped_samples)
     started = time.perf_counter()
     documents = 0
@@ -369,11 +473,17 @@ def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str, digest:
                 kept = []
                 for doc in docs:
                     stage_name, kept_id = drops.get(doc.id, (None, None))
-                    for name in order:  # the stages before the one that drops it saw it pass
+                    for stage in stages:  # the stages before the one that drops it saw it pass
+                        name = stage.name
                         funnel[name].docs_in += 1
+                        if stage.method == "substring" and doc.id in cuts:
+                            if not _cut(stage, doc, cuts[doc.id], funnel[name]):
+                                funnel[name].dropped[stage.reason] += 1
+                                sampler.offer(name, Drop(doc, stage.reason))
+                                break
                         if name == stage_name:
-                            funnel[name].dropped[stages[order.index(name)].reason] += 1
-                            sampler.offer(name, Drop(doc, stages[order.index(name)].reason, kept_id))
+                            funnel[name].dropped[stage.reason] += 1
+                            sampler.offer(name, Drop(doc, stage.reason, kept_id))
                             break
                         funnel[name].docs_out += 1
                     else:

@@ -131,7 +131,7 @@ def test_known_pages(web_run, evaldata, url):
 
 
 MDR_ORDER = ["warc_reader", "url_filter", "language_prefilter", "extract", "language_id", "gopher_repetition", "gopher_quality",
-             "line_filter", "exact_dedup", "minhash_dedup", "url_dedup"]
+             "line_filter", "exact_dedup", "minhash_dedup", "url_dedup", "substring_dedup"]
 
 
 def test_full_mdr_order_and_funnel_shares(web_run):
@@ -208,3 +208,19 @@ def test_language_prefilter_changes_nothing_but_the_time(web_run, tmp_path):
     assert sorted(read_documents(out).to_pylist(), key=key) == sorted(web_run["docs"], key=key)
     funnel = {row["stage"]: row for row in web_run["stats"]["funnel"]}
     assert funnel["language_prefilter"]["dropped"]["other_language"] > 1000  # of 1,767 pages
+
+
+def test_substring_dedup_cuts_repeated_spans(web_run):
+    """After the whole-document stages, two repeats of 50+ tokens are left in the shards: Belfast
+    Live's WhatsApp footer, twice on one page, and a quote that two corkbeo.ie articles share.
+    Both are cut after their first occurrence, and no 50-token window repeats afterwards."""
+    import pyarrow.dataset as ds
+
+    from stages.substring_dedup import find_repeats
+
+    spans = ds.dataset(web_run["out"] / "dedup" / "substring_spans").to_table().to_pylist()
+    assert any("Join our Belfast Live breaking news service on WhatsApp" in s["text"] for s in spans)
+    assert any("corkbeo.ie" in s["url"] and s["tokens"] >= 100 for s in spans)
+    assert sum(find_repeats([d["text"] for d in web_run["docs"]]).cut_tokens) == 0
+    stage = web_run["stats"]["dedup"]["per_stage"]["substring_dedup"]
+    assert stage["documents_touched"] == 2 and stage["bytes_cut"] > 800

@@ -133,7 +133,7 @@ def test_dry_run_lists_the_embedded_sample(out_dir):
     assert lines[1].startswith("stages: warc_reader -> ")
     stages = lines[1].split("stages: ")[1].split(" -> ")
     assert stages.index("extract") < stages.index("language_id")
-    assert lines[2] == "dedup:  exact_dedup -> minhash_dedup -> url_dedup"
+    assert lines[2] == "dedup:  exact_dedup -> minhash_dedup -> url_dedup -> substring_dedup"
     shards = [line.split() for line in lines[3:]]
     assert len(shards) == 2
     cache = Path(os.environ["REFINERY_CACHE"])

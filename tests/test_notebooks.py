@@ -110,7 +110,7 @@ def test_dedup_notebook_on_english_sample(tmp_path, monkeypatch):
 def test_dedup_notebook_without_clusters(tmp_path, monkeypatch):
     run_dir = tmp_path / "tiny"
     stats = run_english(run_dir, "--limit", "3")  # 3 records per shard: no duplicates at all
-    assert all(s["clusters"] == 0 for s in stats["dedup"]["per_stage"].values())
+    assert all(s.get("clusters", 0) == 0 and s["removed"] == 0 for s in stats["dedup"]["per_stage"].values())
 
     nb = execute(run_dir, monkeypatch)
 
@@ -119,3 +119,4 @@ def test_dedup_notebook_without_clusters(tmp_path, monkeypatch):
     assert not mime_outputs(histogram, "image/png")
     assert "note: no domain lost a document" in stdout(cell_with(nb, "domains.parquet"))
     assert "note: minhash_dedup removed no document" in stdout(cell_with(nb, "word_diff"))
+    assert "note: no span was cut in this run" in stdout(cell_with(nb, "substring_spans"))

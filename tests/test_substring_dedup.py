@@ -1,0 +1,137 @@
+"""Exact-substring dedup: the suffix-array search against a brute-force reference, planted
+repeats, cutting, and the stage inside the dedup phases."""
+
+from __future__ import annotations
+
+import random
+
+import dask
+import pytest
+
+from refinery.config import ConfigError
+from stages.substring_dedup import cut_text, find_repeats
+from test_dedup import _config, _doc, _run
+
+
+@pytest.fixture(autouse=True)
+def _sync_dask():
+    with dask.config.set({"scheduler": "sync", "dataframe.shuffle.method": "tasks"}):
+        yield
+
+
+def words(rng: random.Random, n: int, vocab: int = 10**6) -> str:
+    return " ".join(f"w{rng.randrange(vocab)}" for _ in range(n))
+
+
+def reference(texts: list[str], min_tokens: int, keep_first: bool) -> list[set[int]]:
+    """Brute force: token indexes per document covered by a repeated min_tokens-window."""
+    tokens = [t.split() for t in texts]
+    seen: dict[tuple, list[tuple[int, int]]] = {}
+    for d, toks in enumerate(tokens):
+        for i in range(len(toks) - min_tokens + 1):
+            seen.setdefault(tuple(toks[i:i + min_tokens]), []).append((d, i))
+    cut = [set() for _ in texts]
+    for places in seen.values():
+        if len(places) > 1:
+            for d, i in places[1:] if keep_first else places:
+                cut[d].update(range(i, i + min_tokens))
+    return cut
+
+
+def token_cut(texts: list[str], found) -> list[set[int]]:
+    out = []
+    for text, ranges in zip(texts, found.cuts):
+        starts = [m for m, _ in _spans(text)]
+        out.append({k for k, start in enumerate(starts) if any(a <= start < b for a, b in ranges)})
+    return out
+
+
+def _spans(text: str):
+    import re
+
+    return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("keep_first", [True, False])
+def test_matches_a_brute_force_reference(seed, keep_first):
+    rng = random.Random(seed)
+    pieces = [words(rng, rng.randint(3, 15), vocab=30) for _ in range(6)]  # small vocabulary: many repeats
+    texts = [" ".join(rng.choice(pieces) if rng.random() < 0.6 else words(rng, 5, 50) for _ in range(rng.randint(1, 12)))
+             for _ in range(12)]
+    found = find_repeats(texts, min_tokens=8, keep_first=keep_first)
+    assert token_cut(texts, found) == reference(texts, 8, keep_first)
+    assert found.cut_tokens == [len(s) for s in reference(texts, 8, keep_first)]
+
+
+def test_a_60_token_span_in_3_documents_is_cut_after_its_first_occurrence():
+    rng = random.Random(1)
+    span = words(rng, 60)
+    texts = [f"{words(rng, 80)} {span} {words(rng, 30)}", f"{span}\n\n{words(rng, 70)}", f"{words(rng, 40)}\n\n{span}"]
+    found = find_repeats(texts)
+    assert found.cut_tokens == [0, 60, 60]
+    cut = [cut_text(t, r) for t, r in zip(texts, found.cuts)]
+    assert span in cut[0] and span not in cut[1] and span not in cut[2]
+    assert cut[1] == texts[1].removeprefix(span).strip() and "\n\n\n" not in cut[2]
+    assert find_repeats(texts, keep_first=False).cut_tokens == [60, 60, 60]  # Lee et al.'s variant
+
+
+def test_a_40_token_repeat_is_kept():
+    rng = random.Random(2)
+    span = words(rng, 40)
+    texts = [f"{words(rng, 50)} {span}", f"{span} {words(rng, 50)}", f"{words(rng, 10)} {span} {words(rng, 10)}"]
+    assert find_repeats(texts).cut_tokens == [0, 0, 0]
+    assert find_repeats(texts, min_tokens=40).cut_tokens == [0, 40, 40]
+
+
+def test_repeats_never_cross_documents():
+    rng = random.Random(3)
+    a, b = words(rng, 30), words(rng, 30)
+    texts = [f"{a}", f"{b}", f"{a} {b}"]  # a+b only exists joined in the third document
+    assert find_repeats(texts).cut_tokens == [0, 0, 0]
+
+
+def test_empty_input():
+    assert find_repeats([]).cuts == [] and find_repeats(["", "  "]).cut_tokens == [0, 0]
+
+
+# --- the stage in the dedup phases --------------------------------------------------------------
+
+def test_stage_cuts_and_drops_what_is_left_too_short(tmp_path):
+    rng = random.Random(4)
+    footer = words(rng, 60)
+    shards = [
+        [_doc("a", f"{words(rng, 200)}\n\n{footer}"), _doc("b", f"{words(rng, 120)}\n\n{footer}")],
+        [_doc("c", f"{words(rng, 20)}\n\n{footer}"), _doc("d", words(rng, 100))],
+    ]
+    summary, _, kept = _run(tmp_path, shards, {"substring_dedup": {}})
+    assert sorted(kept) == ["a", "b", "d"]  # c keeps 20 words: fewer than min_words_after_cut
+    import pyarrow.parquet as pq
+
+    texts = {r["id"]: r["text"] for f in sorted((tmp_path / "documents").glob("*.parquet"))
+             for r in pq.read_table(f).to_pylist()}
+    assert footer in texts["a"] and footer not in texts["b"]
+    stage = summary["per_stage"]["substring_dedup"]
+    assert stage["documents_touched"] == 2 and stage["tokens_cut"] == 120 and stage["removed"] == 1
+    spans = pq.read_table(tmp_path / "dedup" / "substring_spans").to_pylist()
+    assert [(s["id"], s["text"]) for s in spans] == [("b", footer), ("c", footer)]
+
+
+def test_groups_and_parts_bound_the_scope(tmp_path):
+    rng = random.Random(5)
+    footer = words(rng, 60)
+    shards = [[_doc(f"{n}", f"{words(rng, 100)} {footer}")] for n in range(4)]
+    summary, _, _ = _run(tmp_path / "all", shards, {"substring_dedup": {}})
+    assert summary["per_stage"]["substring_dedup"]["documents_touched"] == 3
+    summary, _, _ = _run(tmp_path / "pairs", shards, {"substring_dedup": {"shards_per_group": 2}})
+    assert summary["per_stage"]["substring_dedup"]["groups"] == 2
+    assert summary["per_stage"]["substring_dedup"]["documents_touched"] == 2  # one per group
+    summary, _, _ = _run(tmp_path / "parts", shards, {"substring_dedup": {"max_part_bytes": 1}})
+    assert summary["per_stage"]["substring_dedup"]["parts"] == 4
+    assert summary["per_stage"]["substring_dedup"]["documents_touched"] == 0  # each part holds one document
+
+
+def test_substring_dedup_must_be_last():
+    with pytest.raises(ConfigError) as err:
+        _config({"substring_dedup": {}}, {"url_dedup": {}})
+    assert err.value.key == "dedup[0]"
