@@ -68,7 +68,10 @@ def _remove_stale_outputs(out: Path, shards: list[InputShard], config: PipelineC
     if config.dedup:
         expected |= {p.name for shard in shards for p in dedup_paths(out, shard).values()}
         folders += [out / "filtered", out / "stats" / "dedup", out / "_markers" / "apply",
-                    out / "_markers" / "keys", out / "dedup" / "keys", out / "dedup" / "bands"]
+                    out / "_markers" / "keys", out / "dedup" / "keys", out / "dedup" / "bands", out / "dedup" / "cuts"]
+        if not any(spec.name == "substring_dedup" for spec in config.dedup):
+            for folder in ("dedup/cuts", "dedup/substring_spans", "_markers/substring"):
+                shutil.rmtree(out / folder, ignore_errors=True)
     else:  # an earlier run deduplicated; its intermediate outputs no longer apply
         for folder in ("filtered", "dedup", "stats/dedup", "_markers/keys", "_markers/apply"):
             shutil.rmtree(out / folder, ignore_errors=True)

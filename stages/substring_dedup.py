@@ -14,9 +14,11 @@ overlapping windows, so it is cut whole. Runs of cut tokens become character ran
 document, which `cut_text` removes; a document left with fewer than ``min_words_after_cut`` words
 is dropped.
 
-Memory: about 30 bytes per token (ids, suffix array, LCP, token offsets), plus the texts. A group
-is processed in parts of at most ``max_part_bytes`` bytes of text (default 100 MB, about 1 GB at
-peak); repeats are only found within a part, so a bigger part dedups more and costs more memory.
+Memory: about 100 bytes per token at peak, or 12 to 14 times the text's size: the vocabulary,
+the token ids, the suffix array, the LCP array and the run labels (measured in
+benchmarks/substring_dedup.py). A group is processed in parts of at most ``max_part_bytes`` bytes
+of text (default 100 MB, so about 1.3 GB at peak per task); repeats are only found within a part,
+so a bigger part dedups more and costs more memory.
 """
 
 from __future__ import annotations
@@ -43,29 +45,30 @@ class Repeats:
 
 def find_repeats(texts: list[str], min_tokens: int = 50, keep_first: bool = True) -> Repeats:
     """The ranges of ``texts`` covered by a ``min_tokens``-token window that occurs more than once."""
+    from array import array
+    from collections import defaultdict
+
     from pydivsufsort import divsufsort, kasai
 
-    vocab: dict[str, int] = {}
-    token_ids, starts, ends, doc_of = [], [], [], []
-    for d, text in enumerate(texts):
-        for match in _TOKEN.finditer(text):
-            token_ids.append(vocab.setdefault(match.group(), len(vocab)))
-            starts.append(match.start())
-            ends.append(match.end())
-            doc_of.append(d)
-        token_ids.append(-1)  # separator, made unique below
-        starts.append(-1)
-        ends.append(-1)
-        doc_of.append(d)
     empty = Repeats(cuts=[[] for _ in texts], cut_tokens=[0] * len(texts))
-    n = len(token_ids)
-    if n == 0:
+    vocab: defaultdict[str, int] = defaultdict()
+    vocab.default_factory = vocab.__len__  # a new token gets the next id, in C
+    ids = array("i")  # 4 bytes a token; a list would hold a pointer and an int object per token
+    lengths = np.empty(len(texts), dtype=np.int64)
+    for d, text in enumerate(texts):
+        tokens = text.split()
+        ids.extend(map(vocab.__getitem__, tokens))
+        ids.append(-1)  # separator, made unique below
+        lengths[d] = len(tokens)
+    n = len(ids)
+    if n == len(texts):  # no tokens at all
         return empty
-    seq = np.asarray(token_ids, dtype=np.int64)
+    if len(vocab) + len(texts) >= 2**31:
+        raise ValueError("too many distinct tokens for one part; lower max_part_bytes")
+    seq = np.frombuffer(ids, dtype=np.int32).copy()
+    del ids, vocab
     separators = np.flatnonzero(seq < 0)
-    seq[separators] = len(vocab) + np.arange(len(separators))
-    if seq.max() < 2**31 - 1:
-        seq = seq.astype(np.int32)
+    seq[separators] = seq.max(initial=0) + 1 + np.arange(len(separators), dtype=np.int32)
     sa = np.asarray(divsufsort(seq))
     lcp = np.asarray(kasai(seq, sa))  # lcp[i] = common prefix of suffixes sa[i] and sa[i + 1]
 
@@ -74,7 +77,7 @@ def find_repeats(texts: list[str], min_tokens: int = 50, keep_first: bool = True
         return empty
     run_start = np.ones(n, dtype=bool)
     run_start[1:] = ~linked
-    run = np.cumsum(run_start) - 1
+    run = np.cumsum(run_start, dtype=np.int32) - 1
     in_repeat = np.zeros(n, dtype=bool)
     in_repeat[:-1] |= linked
     in_repeat[1:] |= linked
@@ -85,19 +88,23 @@ def find_repeats(texts: list[str], min_tokens: int = 50, keep_first: bool = True
     else:
         window_starts = sa[in_repeat]
 
-    cover = np.zeros(n + 1, dtype=np.int64)
+    cover = np.zeros(n + 1, dtype=np.int32)
     np.add.at(cover, window_starts, 1)
     np.add.at(cover, np.minimum(window_starts + min_tokens, n), -1)
-    cut = np.cumsum(cover[:-1]) > 0
+    cut = np.cumsum(cover[:-1], dtype=np.int32) > 0
 
+    doc_start = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))  # first position of each document
+    edges = np.diff(np.concatenate(([0], cut.astype(np.int8), [0])))
     cuts: list[list[tuple[int, int]]] = [[] for _ in texts]
     cut_tokens = [0] * len(texts)
-    starts_a, ends_a, doc_a = np.asarray(starts), np.asarray(ends), np.asarray(doc_of)
-    edges = np.diff(np.concatenate(([0], cut.astype(np.int8), [0])))
+    offsets: dict[int, list[tuple[int, int]]] = {}  # token character spans, only for documents with cuts
     for first_token, end_token in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-        d = int(doc_a[first_token])
-        cuts[d].append((int(starts_a[first_token]), int(ends_a[end_token - 1])))
-        cut_tokens[d] += int(end_token - first_token)
+        d = int(np.searchsorted(doc_start, first_token, side="right") - 1)
+        if d not in offsets:
+            offsets[d] = [m.span() for m in _TOKEN.finditer(texts[d])]
+        a, b = int(first_token - doc_start[d]), int(end_token - doc_start[d])
+        cuts[d].append((offsets[d][a][0], offsets[d][b - 1][1]))
+        cut_tokens[d] += b - a
     return Repeats(cuts=cuts, cut_tokens=cut_tokens)
 
 
