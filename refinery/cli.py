@@ -114,7 +114,9 @@ def command_run(args: argparse.Namespace) -> int:
     print(f"done: {stats['input']['records']} records in {stats['input']['shards']} shards -> "
           f"{stats['output']['documents']} documents ({final['kept_of_input']:.1%} kept)")
     if "dedup" in stats:
-        removed = ", ".join(f"{s['removed']:,} {name}" for name, s in stats["dedup"]["per_stage"].items())
+        removed = ", ".join(
+            f"{s['removed']:,} {name}" + (f" (and cut text from {s['documents_touched']:,})" if "documents_touched" in s else "")
+            for name, s in stats["dedup"]["per_stage"].items())
         print(f"  dedup removed {removed}; clusters: {os.path.join(out_dir, 'dedup', 'clusters.parquet')}")
     print(f"  documents: {os.path.join(out_dir, 'documents')}/*.parquet")
     print(f"  stats:     {os.path.join(out_dir, 'stats.json')}")

@@ -2,8 +2,8 @@
 
 All text here is generated from the project's own word lists, so no third-party text ships
 with the package. The shards mix what a real crawl holds: articles in several languages with
-navigation boilerplate, exact and near duplicates, a page captured twice, non-HTML payloads,
-request records and an error page.
+navigation boilerplate, exact and near duplicates, a page captured twice, a boilerplate
+paragraph inside several articles, non-HTML payloads, request records and an error page.
 """
 
 from __future__ import annotations
@@ -72,6 +72,13 @@ _FR = {
 }
 _NAV = ["Home", "News", "Events", "About us", "Contact", "Sign in", "Newsletter"]
 _FOOTER = "Copyright 2024 Example Community Network. All rights reserved. Privacy policy. Cookie settings."
+# A syndication note that some articles carry inside their text, where extractors keep it: the
+# boilerplate that substring dedup cuts after its first occurrence (more than 50 words).
+_SYNDICATION = ("This article first appeared in the weekly community bulletin that our volunteers put "
+                "together every Friday morning. Readers who would like to receive the bulletin by post or "
+                "by email can leave their details at the front desk of the regional library, and anyone "
+                "with news about a local club, a school event or a neighbourhood project is warmly invited "
+                "to send a short note to the editors before Wednesday evening.")
 
 
 def _article(rng: random.Random, words: dict, paragraphs: int) -> list[str]:
@@ -117,6 +124,8 @@ def _records(shard: int, per_shard: int):
         roll = rng.random()
         lang, words = ("de", _DE) if roll < 0.12 else ("fr", _FR) if roll < 0.2 else ("en", _EN)
         title, paragraphs = _title(rng, words), _article(rng, words, rng.randint(3, 4))
+        if lang == "en" and i % 5 == 2:
+            paragraphs.append(_SYNDICATION)
         html = _page(title, paragraphs, lang)
         bodies.append(html)
         yield "response", f"{site}/{lang}/article-{i}", "text/html; charset=utf-8", html.encode("utf-8")

@@ -251,3 +251,18 @@ def test_clusters_parquet(first_run):
 def test_dedup_drops_are_sampled_with_the_kept_id(first_run):
     rows = pq.read_table(first_run.out / "dropped" / "minhash_dedup").to_pylist()
     assert len(rows) == 7 and all(r["kept_id"] and r["reason"] == "minhash_duplicate" for r in rows)
+
+
+def test_substring_dedup_cuts_the_syndication_paragraph(first_run):
+    """The sample puts one 60-word boilerplate paragraph in every fifth English article; it stays
+    in the first document that has it and is cut from the others."""
+    from refinery.sample import _SYNDICATION
+
+    funnel = {s["stage"]: s for s in first_run.stats["funnel"]}
+    assert funnel["substring_dedup"]["extra"]["documents_touched"] == 12
+    assert funnel["substring_dedup"]["dropped"] == {}
+    texts = [row["text"] for row in read_documents(first_run.out).to_pylist()]
+    assert sum(_SYNDICATION in t for t in texts) == 1
+    spans = pq.read_table(first_run.out / "dedup" / "substring_spans").to_pylist()
+    # a span can start earlier when the sentence before the paragraph repeats with it
+    assert len(spans) == 12 and all(s["text"].endswith(_SYNDICATION) for s in spans)
