@@ -58,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=_positive_int, metavar="N",
                      help="read at most N records from each input shard")
     run.add_argument("--force", action="store_true", help="ignore results of earlier runs in OUTPUT")
+
+    tok = commands.add_parser("tokenizer", help="train a Falcon-style byte-level BPE tokenizer")
+    tok_commands = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
+    train = tok_commands.add_parser(
+        "train", help="train on a sample of a run's documents",
+        description="Trains a byte-level BPE (Falcon's layout: 11 special tokens at ids 0-10, "
+                    "<|endoftext|> at 11) with the `tokenizers` library on documents/*.parquet.")
+    train.add_argument("inputs", nargs="+", metavar="PARQUET_OR_DIR",
+                       help="Parquet files or run output folders (their documents/*.parquet are read)")
+    train.add_argument("--output", required=True, metavar="DIR", help="where tokenizer.json is written")
+    train.add_argument("--vocab-size", type=_positive_int, default=65024, metavar="N")
+    train.add_argument("--sample-bytes", type=_positive_int, default=200_000_000, metavar="N",
+                       help="train on at most N bytes of text, read in file order (default 200 MB)")
     run.add_argument("--dry-run", action="store_true", help="validate, list the shards and stages, and stop")
     return parser
 
@@ -79,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return command_run(args)
+        if args.command == "tokenizer":
+            return command_tokenizer_train(args)
     except ConfigError as err:
         print(f"refinery: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -120,4 +135,25 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"  dedup removed {removed}; clusters: {os.path.join(out_dir, 'dedup', 'clusters.parquet')}")
     print(f"  documents: {os.path.join(out_dir, 'documents')}/*.parquet")
     print(f"  stats:     {os.path.join(out_dir, 'stats.json')}")
+    return 0
+
+
+def command_tokenizer_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from refinery.config import ConfigError
+    from tokenizer import file_hash, sample_texts, save, train
+
+    files: list[str] = []
+    for item in args.inputs:
+        path = Path(item)
+        found = sorted((path / "documents").glob("*.parquet")) or sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        if not found or not all(p.is_file() for p in found):
+            raise ConfigError("inputs", f"no Parquet documents at {item!r}")
+        files += [str(p) for p in found]
+    if args.vocab_size < 256 + 12:
+        raise ConfigError("--vocab-size", "must leave room for the 256 bytes and the 12 special tokens")
+    tokenizer = train(sample_texts(files, args.sample_bytes), vocab_size=args.vocab_size)
+    path = save(tokenizer, args.output)
+    print(f"tokenizer: {path} (vocab {tokenizer.get_vocab_size():,}, sha256 {file_hash(path)[:16]})")
     return 0
