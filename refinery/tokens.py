@@ -53,6 +53,22 @@ def _human(count: int) -> str:
     return humanize.metric(count, unit="T")
 
 
+def encode_documents(tokenizer, texts: list[str], eos_id: int, dtype: np.dtype) -> list[np.ndarray]:
+    """Each text's token ids followed by ``eos_id``, as arrays of ``dtype``.
+
+    One ``encode_batch_fast`` call (the tokenizers library's batch encoder without offsets, on
+    its own thread pool); the only Python work per document is copying its ids into an array."""
+    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    out = []
+    for encoding in encodings:
+        ids = encoding.ids
+        array = np.empty(len(ids) + 1, dtype=dtype)
+        array[:-1] = ids
+        array[-1] = eos_id
+        out.append(array)
+    return out
+
+
 class TokenShardWriter:
     """Writes one shard, ``folder/name`` plus each format's suffixes."""
 
