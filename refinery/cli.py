@@ -110,6 +110,11 @@ def command_run(args: argparse.Namespace) -> int:
     from refinery.io import expand_inputs
     from refinery.progress import ConsoleProgress
 
+    from refinery.config import read_yaml
+
+    raw = read_yaml(args.config)
+    if isinstance(raw, dict) and "mix" in raw:
+        return command_mix(args, raw)
     config = load_config(args.config)
     config = with_overrides(config, inputs=args.input, output=args.output, workers=args.workers, limit=args.limit)
     out_dir = config.spec.output or os.path.join("runs", config.name)
@@ -156,4 +161,33 @@ def command_tokenizer_train(args: argparse.Namespace) -> int:
     tokenizer = train(sample_texts(files, args.sample_bytes), vocab_size=args.vocab_size)
     path = save(tokenizer, args.output)
     print(f"tokenizer: {path} (vocab {tokenizer.get_vocab_size():,}, sha256 {file_hash(path)[:16]})")
+    return 0
+
+
+def command_mix(args: argparse.Namespace, raw: dict) -> int:
+    """`refinery run` on a mix config: sources, tokenizer, mix by token share, token shards, card."""
+    from refinery.config import ConfigError
+    from refinery.dag import prepare_output
+    from refinery.mix import execute_mix, parse_mix
+
+    spec = parse_mix(raw, args.config)
+    if args.input or args.limit:
+        raise ConfigError("--input" if args.input else "--limit", "not used by a mix config; set each source's input")
+    out_dir = args.output or spec.output or os.path.join("runs", spec.name)
+    if args.dry_run:
+        print(f"mix {args.config} -> {out_dir}")
+        for source in spec.sources:
+            print(f"  {source.name}: {spec.mix.shares[source.name]:.1%} from {source.config or source.paths}")
+        return 0
+    prepare_output(out_dir, force=args.force)
+    stats = execute_mix(spec, out_dir, scheduler=args.scheduler, workers=args.workers,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
+    for line in stats["short"]:
+        print(f"warning: source ran short: {line}")
+    print(f"done: {stats['output']['tokens']:,} tokens in {stats['output']['files']} files")
+    for name, source in stats["sources"].items():
+        print(f"  {name}: target {source['target_share']:.1%}, achieved {source['achieved_share']:.2%} "
+              f"({source['tokens']:,} tokens, {source['documents']:,} documents)")
+    print(f"  tokens:  {os.path.join(out_dir, 'tokens')}/ (manifest.json)")
+    print(f"  card:    {os.path.join(out_dir, 'README.md')}")
     return 0

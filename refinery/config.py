@@ -149,7 +149,8 @@ def _parse_stage_list(entries: list, section: str, registry: dict) -> list[Stage
     return stage_specs
 
 
-def load_config(path: str | Path) -> PipelineConfig:
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML of a config file; unreadable files and bad YAML are ConfigErrors."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -158,12 +159,15 @@ def load_config(path: str | Path) -> PipelineConfig:
     except UnicodeDecodeError as err:
         raise ConfigError("(file)", f"config {str(path)!r} is not UTF-8 (byte {err.start})") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError("(file)", f"invalid YAML{where}: {getattr(err, 'problem', err)}") from None
-    return parse_config(raw, str(path))
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    return parse_config(read_yaml(path), str(path))
 
 
 def with_overrides(config: PipelineConfig, **run_overrides: Any) -> PipelineConfig:

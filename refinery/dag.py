@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from refinery import __version__
-from refinery.config import ConfigError, PipelineConfig
+from refinery.config import ConfigError, PipelineConfig, RunConfig
 from refinery.io import InputShard, write_json_atomic
 from refinery.shard import run_shard, shard_paths
 from refinery.stats import StageStats, funnel_report, sum_stage_stats
@@ -147,12 +148,20 @@ def prepare_output(out_dir: str, force: bool) -> None:
 def execute(config: PipelineConfig, shards: list[InputShard], out_dir: str, scheduler: str | None = None,
             progress: Progress | None = None) -> dict:
     """Runs the map phase, then (with dedup stages) keys, resolution and rewrite, then finalize."""
-    progress = progress or Progress()
-    if scheduler == "sync":
-        import dask
+    with dask_client(config.spec.run, scheduler) as client:
+        return _run_phases(config, shards, out_dir, progress or Progress(), client)
 
+
+@contextmanager
+def dask_client(run: RunConfig, scheduler: str | None):
+    """A distributed client (a LocalCluster, or the scheduler at ``scheduler``), or None with
+    Dask's in-process scheduler when ``scheduler`` is "sync"."""
+    import dask
+
+    if scheduler == "sync":
         with dask.config.set({"scheduler": "sync", "dataframe.shuffle.method": "tasks"}):
-            return _run_phases(config, shards, out_dir, progress, None)
+            yield None
+        return
 
     from distributed import Client, LocalCluster
 
@@ -160,7 +169,6 @@ def execute(config: PipelineConfig, shards: list[InputShard], out_dir: str, sche
     if scheduler:
         client = Client(scheduler)
     else:
-        run = config.spec.run
         cluster = LocalCluster(
             n_workers=run.workers or os.cpu_count() or 1,
             threads_per_worker=run.threads_per_worker,
@@ -170,14 +178,21 @@ def execute(config: PipelineConfig, shards: list[InputShard], out_dir: str, sche
         )
         client = Client(cluster)
     try:
-        import dask
-
-        with dask.config.set({"dataframe.shuffle.method": config.spec.run.shuffle}):
-            return _run_phases(config, shards, out_dir, progress, client)
+        with dask.config.set({"dataframe.shuffle.method": run.shuffle}):
+            yield client
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def compute_all(client, tasks: list) -> list:
+    """Results of dask.delayed ``tasks``, on ``client`` (retrying failed tasks) or in-process."""
+    import dask
+
+    if client is None:
+        return list(dask.compute(*tasks))
+    return [f.result() for f in client.compute(tasks, retries=2)]
 
 
 def _run_phases(config: PipelineConfig, shards: list[InputShard], out_dir: str, progress: Progress, client) -> dict:
@@ -213,14 +228,10 @@ def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     the corpus-wide resolution, then the per-shard rewrite. Returns (per-shard results, summary).
 
     ``client`` is a ``distributed`` client, or None for the active local scheduler."""
-    import dask
-
     from refinery.dedup import find_cuts, resolve, resolve_digest, substring_groups, write_keys
 
     def compute(tasks: list) -> list:
-        if client is None:
-            return list(dask.compute(*tasks))
-        return [f.result() for f in client.compute(tasks, retries=2)]
+        return compute_all(client, tasks)
 
     if keys_results is None:
         keys_results = compute([delayed_call(write_keys, shard, config, out_dir, None, key=f"keys-{shard.shard_id}")

@@ -1,0 +1,133 @@
+"""Mix configs: curated sources, token shares, epochs, global shuffle, token shards, manifest, card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+import tokenizer as tk
+from support import REPO, SHARED_DATA, run_cli_inprocess, run_cli_subprocess
+from test_tokenizer import read_datatrove, read_megatron
+
+
+def check_round_trip(out: Path) -> list[dict]:
+    """Every output file, in both formats, holds exactly encode(text) + [11] of its Parquet rows."""
+    manifest = json.loads((out / "tokens" / "manifest.json").read_text())
+    tokenizer = tk.load(out / manifest["tokenizer"]["path"]) if not Path(manifest["tokenizer"]["path"]).is_absolute() \
+        else tk.load(manifest["tokenizer"]["path"])
+    assert tk.file_hash(out / manifest["tokenizer"]["path"]) == manifest["tokenizer"]["sha256"]
+    token_size = 2 if manifest["dtype"] == "uint16" else 4
+    rows_all = []
+    for entry in manifest["files"]:
+        rows = pq.read_table(out / entry["parquet"]).to_pylist()
+        expected = [tokenizer.encode(r["text"]).ids + [11] for r in rows]
+        assert read_megatron(out / entry["files"]["bin"].removesuffix(".bin")) == expected
+        assert read_datatrove(out / entry["files"]["ds"], token_size) == expected
+        assert entry["tokens"] == sum(map(len, expected)) and entry["documents"] == len(rows)
+        rows_all += rows
+    assert sum(e["tokens"] for e in manifest["files"]) == manifest["tokens"]
+    return rows_all
+
+
+def small_mix(tmp_path: Path, **mix) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    words = "the river carries stone and light through valleys where people build small houses".split()
+    with open(data / "prose.jsonl", "w") as f:
+        for n in range(60):
+            f.write(json.dumps({"id": f"p{n}", "text": " ".join(words[(n + k) % len(words)] for k in range(80))}) + "\n")
+    pq.write_table(pa.table({"id": [f"c{n}" for n in range(20)],
+                             "body": [f"def f{n}(x):\n\tif x:\n        return  x * {n}\n" * 5 for n in range(20)]}),
+                   data / "code.parquet")
+    with open(data / "chat.jsonl", "w") as f:
+        for n in range(10):
+            f.write(json.dumps({"id": f"t{n}", "messages": [
+                {"role": "system", "content": "Be brief."}, {"role": "user", "content": f"What is {n} plus {n}?"},
+                {"role": "assistant", "content": f"{n} plus {n} is {2 * n}."}]}) + "\n")
+    config = {
+        "name": "small-mix",
+        "sources": [
+            {"name": "prose", "paths": [str(data / "prose.jsonl")], "license": "cc0", "max_epochs": 1},
+            {"name": "code", "paths": [str(data / "code.parquet")], "text_field": "body", "format": "code",
+             "license": "mit", "max_epochs": 10},
+            {"name": "chat", "paths": [str(data / "chat.jsonl")], "format": "chat", "license": "cc0", "max_epochs": 3},
+        ],
+        "mix": {"shares": {"prose": 0.6, "code": 0.3, "chat": 0.1}, "seed": 3, **mix},
+        "tokenize": {"vocab_size": 400, "max_file_tokens": 2000},
+    }
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_small_mix_hits_its_shares_and_round_trips(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli_inprocess("run", small_mix(tmp_path), "--output", out, "--scheduler", "sync")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["short"] == []
+    for name, source in stats["sources"].items():
+        assert abs(source["share_error_points"]) <= 1.0, (name, source)
+    assert stats["sources"]["prose"]["epochs"] == 1  # the scarcest source, used once, sets the budget
+    assert stats["sources"]["code"]["epochs"] >= 1  # up-sampled: whole epochs, then a seeded remainder
+    rows = check_round_trip(out)
+    assert stats["output"]["files"] == len(json.loads((out / "tokens" / "manifest.json").read_text())["files"]) > 1
+    assert {r["source"] for r in rows} == {"prose", "code", "chat"}
+    chat = next(r["text"] for r in rows if r["source"] == "chat")
+    assert chat.startswith("System: Be brief.\nUser: What is ") and "\nFalcon: " in chat
+    code = next(r["text"] for r in rows if r["source"] == "code")
+    assert "\tif x:\n        return  x" in code  # code keeps its whitespace
+    sources_in_order = [r["source"] for r in rows]
+    assert sources_in_order != sorted(sources_in_order)  # shuffled, not grouped by source
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\npretty_name: small-mix\n") and "| code | mit |" in card
+
+
+def test_same_config_same_output(tmp_path):
+    config = small_mix(tmp_path)
+    outputs = []
+    for name in ("a", "b"):
+        assert run_cli_inprocess("run", config, "--output", tmp_path / name, "--scheduler", "sync").returncode == 0
+        outputs.append((tmp_path / name / "tokens" / "part-00000.bin").read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_a_source_that_runs_short_is_reported(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli_inprocess("run", small_mix(tmp_path, total_tokens=200_000), "--output", out, "--scheduler", "sync")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    assert any(line.startswith("prose has ") for line in stats["short"])
+    assert "warning: source ran short: prose has" in result.stdout
+
+
+def test_bad_mix_config_names_the_key(tmp_path):
+    config = yaml.safe_load(small_mix(tmp_path).read_text())
+    config["mix"]["shares"]["prose"] = 0.7  # no longer adds up to 1
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli_inprocess("run", tmp_path / "bad.yaml", "--output", tmp_path / "o")
+    assert result.returncode == 2 and result.stderr.startswith("refinery: config error: mix.shares: must be positive")
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_falcon180b_mix_on_the_shared_data(tmp_path):
+    if not (SHARED_DATA / "curated").is_dir() or not (SHARED_DATA / "web").is_dir():
+        pytest.skip("shared data not available")
+    out = tmp_path / "mix"
+    result = run_cli_subprocess("run", "configs/falcon180b_mix.yaml", "--output", out, "--workers", "2", timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    for name, source in stats["sources"].items():
+        assert abs(source["share_error_points"]) <= 1.0 or any(line.startswith(name) for line in stats["short"]), name
+    rows = check_round_trip(out)
+    assert {r["source"] for r in rows} == set(stats["sources"])
+    manifest = json.loads((out / "tokens" / "manifest.json").read_text())
+    assert manifest["tokenizer"]["vocab_size"] == 65024 and manifest["dtype"] == "uint16"
+    assert (out / "README.md").read_text().startswith("---\n")
+    assert (REPO / "configs" / "falcon180b_mix.yaml").is_file()
