@@ -187,3 +187,14 @@ def with_overrides(config: PipelineConfig, **run_overrides: Any) -> PipelineConf
     except ValidationError as err:
         raise _first_error(err) from None
     return PipelineConfig(spec=spec, stages=config.stages, path=config.path, dedup=config.dedup)
+
+
+def dedup_only_config(name: str, dedup: list[dict], run: RunConfig, key: str = "dedup") -> PipelineConfig:
+    """A config with no chain, only dedup stages: for sources that arrive as documents
+    (curated files in a mix) and opt into dedup."""
+    from stages import DEDUP_STAGES
+
+    specs = _parse_stage_list(dedup, key, DEDUP_STAGES)
+    spec = PipelineSpec.model_construct(name=name, source=name, output=None, input=InputConfig(), run=run,
+                                        stages=[], dedup=list(dedup))
+    return PipelineConfig(spec=spec, stages=(), path="", dedup=tuple(specs))

@@ -121,7 +121,7 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str, map_resu
                     "id": [d.id for d in docs], "shard": [shard.shard_id] * len(docs),
                     "url": [d.url for d in docs], "warc_date": [d.warc_date for d in docs],
                     "language": [d.language for d in docs], "domain": [domain_of(d.url) for d in docs],
-                    **{s.name: [s.exact_key(d).hex() for d in docs] for s in exact},
+                    **{s.name: [_hex(s.exact_key(d)) for d in docs] for s in exact},
                 }, schema=keys_out.schema))
                 if minhash is not None:
                     bands_out.write_table(band_rows([d.id for d in docs], minhash.band_keys(docs)))
@@ -137,9 +137,14 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str, map_resu
 CLUSTER_COLUMNS = ["cluster_id", "stage", "id", "kept", "kept_id", "jaccard_to_kept"]
 
 
+def _hex(key: bytes | None) -> str | None:
+    return None if key is None else key.hex()
+
+
 def _exact_clusters(part: pd.DataFrame, column: str, keep: str, stage: str, same_text: bool) -> pd.DataFrame:
     """Members of every key group of two or more documents in ``part`` (whole groups, after the
-    shuffle on ``column``), each with the group's kept id."""
+    shuffle on ``column``), each with the group's kept id. Documents without a key take no part."""
+    part = part[part[column].notna()]
     part = part[part.groupby(column, sort=False)["id"].transform("size") > 1]
     if keep == "lowest_id":
         order, ascending = [column, "id"], [True, True]

@@ -61,6 +61,7 @@ class SourceSpec(_Strict):
     license: str = "unknown"
     languages: list[str] = ["en"]
     max_epochs: float = Field(default=1.0, gt=0)
+    dedup: list[dict[str, Any]] = []  # curated sources skip the web chain but can opt into dedup stages
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -104,6 +105,15 @@ def parse_mix(raw: dict, path: str = "") -> MixSpec:
         raise ConfigError("sources", f"source names repeat: {names}")
     if set(spec.mix.shares) != set(names):
         raise ConfigError("mix.shares", f"must name every source exactly once: {sorted(names)}")
+    from refinery.config import dedup_only_config
+
+    if spec.tokenize.tokenizer != "train" and not Path(spec.tokenize.tokenizer).exists():
+        raise ConfigError("tokenize.tokenizer", f"no tokenizer at {spec.tokenize.tokenizer!r} (or use `train`)")
+    for index, source in enumerate(spec.sources):
+        if source.dedup and source.config:
+            raise ConfigError(f"sources[{index}].dedup", "a pipeline source deduplicates in its own config")
+        if source.dedup:
+            dedup_only_config(source.name, source.dedup, spec.run, key=f"sources[{index}].dedup")
     if any(v <= 0 for v in spec.mix.shares.values()) or abs(sum(spec.mix.shares.values()) - 1) > 1e-6:
         raise ConfigError("mix.shares", f"must be positive and add up to 1 (they add up to {sum(spec.mix.shares.values()):g})")
     return spec
@@ -140,12 +150,15 @@ def _records(path: Path, source: SourceSpec):
 
 
 def convert_curated_file(path: str, source: SourceSpec, out_dir: str) -> dict:
-    """One curated file -> OUTPUT/sources/NAME/documents/<stem>.parquet with refinery's columns."""
+    """One curated file -> OUTPUT/sources/NAME/documents/<shard id>.parquet with refinery's
+    columns (filtered/ instead when the source has dedup stages, which then write documents/)."""
+    from refinery.io import InputShard
     from refinery.shard import DOCUMENT_SCHEMA
 
     file = Path(path)
-    stem = file.name.split(".")[0] + "-" + hashlib.sha1(str(file).encode()).hexdigest()[:8]
-    target = Path(out_dir) / "sources" / source.name / "documents" / f"{stem}.parquet"
+    stem = InputShard.for_path(path).shard_id
+    folder = "filtered" if source.dedup else "documents"
+    target = Path(out_dir) / "sources" / source.name / folder / f"{stem}.parquet"
     rows, empty = [], 0
     for n, record in enumerate(_records(file, source)):
         text = _format(record, source)
@@ -158,7 +171,7 @@ def convert_curated_file(path: str, source: SourceSpec, out_dir: str) -> dict:
                      "language_score": 1.0, "text": text})
     with atomic_path(target) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), tmp, compression="zstd")
-    return {"source": source.name, "path": str(target), "documents": len(rows), "empty": empty}
+    return {"source": source.name, "input": path, "path": str(target), "documents": len(rows), "empty": empty}
 
 
 def source_files(out: Path, name: str) -> list[Path]:
@@ -333,14 +346,14 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
     from dask import delayed
 
     import tokenizer as tk
-    from refinery.config import load_config, with_overrides
-    from refinery.dag import compute_all, dask_client, execute
-    from refinery.io import expand_inputs
+    from refinery.config import dedup_only_config, load_config, with_overrides
+    from refinery.dag import compute_all, dask_client, deduplicate, execute
+    from refinery.io import InputShard, expand_inputs
 
     out = Path(out_dir)
     run = spec.run.model_copy(update={"workers": workers}) if workers else spec.run
     started = time.perf_counter()
-    pipelines = {}
+    pipelines, dedup_summaries = {}, {}
     for source in (s for s in spec.sources if s.config):  # web sources: their own pipeline runs
         config = load_config(source.config)
         config = with_overrides(config, inputs=source.input, output=str(out / "sources" / source.name),
@@ -357,6 +370,12 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
                 raise ConfigError(f"sources[{index}].paths", f"no file matches {source.paths}")
             curated += [delayed(convert_curated_file, pure=True)(f, source, str(out)) for f in files]
         converted = compute_all(client, curated)
+        for source in (s for s in spec.sources if s.paths and s.dedup):
+            shards = [InputShard.for_path(c["input"]) for c in converted if c["source"] == source.name]
+            config = dedup_only_config(source.name, source.dedup, run,
+                                       key=f"sources[{[s.name for s in spec.sources].index(source.name)}].dedup")
+            log(f"source {source.name}: {' -> '.join(s.name for s in config.dedup)}")
+            _, dedup_summaries[source.name] = deduplicate(config, shards, str(out / "sources" / source.name), client)
 
         if spec.tokenize.tokenizer == "train":
             texts_from = [str(p) for s in spec.sources for p in source_files(out, s.name)]
@@ -365,8 +384,6 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
                                                   spec.tokenize.vocab_size), out / "tokenizer"))
         else:
             tokenizer_path = spec.tokenize.tokenizer
-            if not Path(tokenizer_path).exists():
-                raise ConfigError("tokenize.tokenizer", f"no tokenizer at {tokenizer_path!r}")
         tokenizer_hash = tk.file_hash(tokenizer_path)
 
         shard_tasks = [delayed(tokenize_shard, pure=True)(s.name, str(p), tokenizer_path, str(out), spec.mix.seed,
@@ -414,7 +431,7 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
     stats = {"name": spec.name, "kind": "mix", "budget_tokens": plan["budget_tokens"], "short": plan["short"],
              "sources": sources, "pipelines": {k: {"funnel": v["funnel"], "dedup": v.get("dedup")}
                                                for k, v in pipelines.items()},
-             "curated_files": converted, "output": {"files": len(outputs), "tokens": all_tokens},
+             "curated_dedup": dedup_summaries, "curated_files": converted, "output": {"files": len(outputs), "tokens": all_tokens},
              "seconds": round(time.perf_counter() - started, 3)}
     write_json_atomic(out / "stats.json", stats)
     write_dataset_card(out, spec, stats, manifest)
@@ -471,6 +488,9 @@ def write_dataset_card(out: Path, spec: MixSpec, stats: dict, manifest: dict) ->
         if pipeline.get("dedup"):
             removed = {k: v.get("removed", 0) for k, v in pipeline["dedup"]["per_stage"].items()}
             lines += ["", "Dedup removed: " + ", ".join(f"{k} {v:,}" for k, v in removed.items()) + "."]
+    for name, summary in stats.get("curated_dedup", {}).items():
+        removed = {k: v.get("removed", 0) for k, v in summary["per_stage"].items()}
+        lines += ["", f"Dedup of {name} removed: " + ", ".join(f"{k} {v:,}" for k, v in removed.items()) + "."]
     lines += ["", "## Tokenizer", "",
               f"Byte-level BPE, vocab {manifest['tokenizer']['vocab_size']:,}: `{manifest['tokenizer']['path']}` "
               f"(sha256 `{manifest['tokenizer']['sha256'][:16]}`); `<|endoftext|>` = 11 ends every document; "

@@ -93,8 +93,8 @@ class DedupStage:
     Per shard, the stage computes keys from each document (no Dask here); `refinery.dedup`
     resolves the keys across all shards and drops the losers with `reason`. `method` says how:
 
-    - "exact": `exact_key(doc)` returns bytes; documents with equal keys are one cluster and
-      the `Config.keep` rule picks the one kept;
+    - "exact": `exact_key(doc)` returns bytes (or None: not compared); documents with equal keys
+      are one cluster and the `Config.keep` rule picks the one kept;
     - "minhash": `band_keys(docs)` returns LSH band keys; documents sharing a band key are
       candidates, connected components are clusters, and the lowest id is kept.
     """

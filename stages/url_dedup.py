@@ -49,5 +49,7 @@ class UrlDedup(DedupStage):
         keep: Literal["newest", "oldest", "lowest_id"] = Field(
             default="newest", description="which capture of a URL survives: by WARC-Date, ties by lowest id")
 
-    def exact_key(self, doc: Document) -> bytes:
+    def exact_key(self, doc: Document) -> bytes | None:
+        if not doc.url:  # e.g. curated documents: nothing to compare
+            return None
         return hashlib.blake2b(normalize_url(doc.url).encode("utf-8", "surrogatepass"), digest_size=16).digest()

@@ -40,7 +40,8 @@ def small_mix(tmp_path: Path, **mix) -> Path:
     words = "the river carries stone and light through valleys where people build small houses".split()
     with open(data / "prose.jsonl", "w") as f:
         for n in range(60):
-            f.write(json.dumps({"id": f"p{n}", "text": " ".join(words[(n + k) % len(words)] for k in range(80))}) + "\n")
+            text = f"Note {n}: " + " ".join(words[(n * k) % len(words)] for k in range(80))
+            f.write(json.dumps({"id": f"p{n}", "text": text}) + "\n")
     pq.write_table(pa.table({"id": [f"c{n}" for n in range(20)],
                              "body": [f"def f{n}(x):\n\tif x:\n        return  x * {n}\n" * 5 for n in range(20)]}),
                    data / "code.parquet")
@@ -106,6 +107,27 @@ def test_a_source_that_runs_short_is_reported(tmp_path):
     assert "warning: source ran short: prose has" in result.stdout
 
 
+def test_curated_sources_can_opt_into_dedup(tmp_path):
+    config = yaml.safe_load(small_mix(tmp_path).read_text())
+    prose = Path(config["sources"][0]["paths"][0])
+    lines = prose.read_text().splitlines()
+    prose.write_text("\n".join(lines + [line.replace('"id": "p', '"id": "copy-p') for line in lines[:10]]) + "\n")
+    config["sources"][0]["dedup"] = [{"exact_dedup": {}}, {"url_dedup": {}}]  # curated: no URLs, none compared
+    (tmp_path / "dedup.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    result = run_cli_inprocess("run", tmp_path / "dedup.yaml", "--output", out, "--scheduler", "sync")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    per_stage = stats["curated_dedup"]["prose"]["per_stage"]
+    assert per_stage["exact_dedup"]["removed"] == 10 and per_stage["url_dedup"]["removed"] == 0
+    prose_texts = [r["text"] for r in check_round_trip(out) if r["source"] == "prose"]
+    assert len(prose_texts) == len(set(prose_texts))  # one of each pair is left (the lowest id)
+    config["sources"][0]["dedup"] = [{"fuzzy": {}}]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    bad = run_cli_inprocess("run", tmp_path / "bad.yaml", "--output", out)
+    assert bad.returncode == 2 and bad.stderr.startswith("refinery: config error: sources[0].dedup[0]:")
+
+
 def test_bad_mix_config_names_the_key(tmp_path):
     config = yaml.safe_load(small_mix(tmp_path).read_text())
     config["mix"]["shares"]["prose"] = 0.7  # no longer adds up to 1
@@ -131,3 +153,20 @@ def test_falcon180b_mix_on_the_shared_data(tmp_path):
     assert manifest["tokenizer"]["vocab_size"] == 65024 and manifest["dtype"] == "uint16"
     assert (out / "README.md").read_text().startswith("---\n")
     assert (REPO / "configs" / "falcon180b_mix.yaml").is_file()
+
+
+def test_an_existing_tokenizer_can_be_used(tmp_path):
+    first = tmp_path / "first"
+    assert run_cli_inprocess("run", small_mix(tmp_path), "--output", first, "--scheduler", "sync").returncode == 0
+    config = yaml.safe_load((tmp_path / "mix.yaml").read_text())
+    config["tokenize"]["tokenizer"] = str(first / "tokenizer")  # e.g. Falcon's own tokenizer.json
+    (tmp_path / "given.yaml").write_text(yaml.safe_dump(config))
+    second = tmp_path / "second"
+    assert run_cli_inprocess("run", tmp_path / "given.yaml", "--output", second, "--scheduler", "sync").returncode == 0
+    manifest = json.loads((second / "tokens" / "manifest.json").read_text())
+    assert manifest["tokenizer"]["sha256"] == tk.file_hash(first / "tokenizer")
+    assert not (second / "tokenizer").exists()
+    config["tokenize"]["tokenizer"] = str(tmp_path / "missing")
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump(config))
+    bad = run_cli_inprocess("run", tmp_path / "missing.yaml", "--output", tmp_path / "third", "--scheduler", "sync")
+    assert bad.returncode == 2 and bad.stderr.startswith("refinery: config error: tokenize.tokenizer:")
