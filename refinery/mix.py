@@ -395,6 +395,9 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
             log(f"mix: source ran short: {line}")
         selected = sum(p["target_tokens"] for p in plan["sources"].values())
         files = max(1, math.ceil(selected / spec.tokenize.max_file_tokens))
+        for stale in [*(out / "tokens").glob("part-*"), *(out / "documents").glob("part-*.parquet"),
+                      *(out / "tokens" / "_work" / "assign").glob("*.parquet")]:
+            stale.unlink()  # an earlier run may have written more files
         compute_all(client, [delayed(assign_shard, pure=True)(n, r, spec, plan, files, str(out))
                              for n, r in enumerate(shard_results)])
         outputs = compute_all(client, [
