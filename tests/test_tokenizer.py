@@ -110,14 +110,17 @@ def read_megatron(prefix: Path) -> list[list[int]]:
 
 
 def read_datatrove(path: Path, token_size: int) -> list[list[int]]:
-    """datatrove's own reader; documents are split where the position counter restarts."""
-    from datatrove.utils.dataset import DatatroveFileDataset
+    """datatrove's own reader, DatatroveFolderDataset, with one window holding the whole file;
+    documents are split where the position counter (from the .ds.index file) restarts at 0."""
+    from datatrove.utils.dataset import DatatroveFolderDataset
 
     tokens = path.stat().st_size // token_size
-    window = DatatroveFileDataset(str(path), seq_len=tokens - 1, token_size=token_size, return_positions=True)[0]
-    ids, positions = window["input_ids"].tolist(), window["positions"].tolist()
+    dataset = DatatroveFolderDataset(str(path.parent), seq_len=tokens - 1, filename_pattern=path.name,
+                                     recursive=False, token_size=token_size, return_positions=True)
+    assert len(dataset) == 1
+    window = dataset[0]
     docs: list[list[int]] = []
-    for token, position in zip(ids, positions):
+    for token, position in zip(window["input_ids"].tolist(), window["positions"].tolist()):
         if position == 0:
             docs.append([])
         docs[-1].append(token)
