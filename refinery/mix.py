@@ -81,7 +81,7 @@ class TokenizeSettings(_Strict):
     vocab_size: int = Field(default=65024, ge=268)
     train_sample_bytes: int = Field(default=100_000_000, gt=0)
     formats: list[Literal["megatron", "datatrove"]] = Field(default=["megatron", "datatrove"], min_length=1)
-    max_file_tokens: int = Field(default=50_000_000, gt=0)
+    max_file_tokens: int = Field(default=50_000_000, gt=0)  # no file holds more (but one longer document)
     batch_size: int = Field(default=1000, gt=0)
 
 
@@ -285,8 +285,9 @@ def assign_shard(number: int, result: dict, spec: MixSpec, plan: dict, files: in
 
 
 def write_output_file(index: int, spec: MixSpec, shard_results: list[dict], tokenizer_path: str,
-                      tokenizer_name: str, out_dir: str) -> dict:
-    """One output file: its documents in their shuffled order, as token shards and as Parquet."""
+                      tokenizer_name: str, out_dir: str) -> list[dict]:
+    """One output group: its documents in their shuffled order, as token shards and as Parquet,
+    in files of at most ``max_file_tokens`` (``part-GROUP-NNN``)."""
     import tokenizer as tk
     from refinery.tokens import TokenShardWriter
 
@@ -312,28 +313,40 @@ def write_output_file(index: int, spec: MixSpec, shard_results: list[dict], toke
             start += len(column)
 
     vocab = tk.load(tokenizer_path).get_vocab_size()
-    name = f"part-{index:05d}"
-    writer = TokenShardWriter(out / "tokens", name, vocab, tuple(spec.tokenize.formats), tokenizer_name)
-    per_source: dict[str, dict] = {}
-    rows_out: dict[str, list] = {"id": [], "source": [], "repetition": [], "text": []}
+    schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("repetition", pa.int64()), ("text", pa.string())])
+    written: list[dict] = []
+    chunk: dict = {}
+
+    def start() -> None:
+        name = f"part-{index:05d}-{len(written):03d}"
+        chunk.update(name=name, writer=TokenShardWriter(out / "tokens", name, vocab, tuple(spec.tokenize.formats),
+                                                        tokenizer_name),
+                     rows={"id": [], "source": [], "repetition": [], "text": []}, sources={})
+
+    def finish() -> None:
+        files = chunk["writer"].close()
+        with atomic_path(out / "documents" / f"{chunk['name']}.parquet") as tmp:
+            pq.write_table(pa.table(chunk["rows"], schema=schema), tmp, compression="zstd")
+        written.append({"name": chunk["name"], "files": {k: os.path.relpath(v, out) for k, v in files.items()},
+                        "parquet": f"documents/{chunk['name']}.parquet", "documents": len(chunk["rows"]["id"]),
+                        "tokens": chunk["writer"].tokens, "sources": dict(sorted(chunk["sources"].items()))})
+
+    start()
     for number, row, rep in zip(shards.tolist(), rows.tolist(), reps):
         meta, source = metas[number], shard_results[number]["source"]
         offset, length = meta.column("offset")[row].as_py(), meta.column("tokens")[row].as_py()
-        writer.add(tokens[number][offset:offset + length])
-        rows_out["id"].append(meta.column("id")[row].as_py())
-        rows_out["source"].append(source)
-        rows_out["repetition"].append(rep)
-        rows_out["text"].append(texts[(number, row)])
-        entry = per_source.setdefault(source, {"documents": 0, "tokens": 0})
+        if chunk["writer"].tokens and chunk["writer"].tokens + length > spec.tokenize.max_file_tokens:
+            finish()  # files stay under max_file_tokens (a single longer document gets a file alone)
+            start()
+        chunk["writer"].add(tokens[number][offset:offset + length])
+        for column, value in (("id", meta.column("id")[row].as_py()), ("source", source), ("repetition", rep),
+                              ("text", texts[(number, row)])):
+            chunk["rows"][column].append(value)
+        entry = chunk["sources"].setdefault(source, {"documents": 0, "tokens": 0})
         entry["documents"] += 1
         entry["tokens"] += length
-    written = writer.close()
-    schema = pa.schema([("id", pa.string()), ("source", pa.string()), ("repetition", pa.int64()), ("text", pa.string())])
-    with atomic_path(out / "documents" / f"{name}.parquet") as tmp:
-        pq.write_table(pa.table(rows_out, schema=schema), tmp, compression="zstd")
-    return {"name": name, "files": {k: os.path.relpath(v, out) for k, v in written.items()},
-            "parquet": f"documents/{name}.parquet", "documents": len(rows_out["id"]), "tokens": writer.tokens,
-            "sources": dict(sorted(per_source.items()))}
+    finish()
+    return written
 
 
 # --- the driver ----------------------------------------------------------------------------------
@@ -405,6 +418,7 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
                                                   str(out))
             for i in range(files)])
 
+    outputs = [chunk for chunks in outputs for chunk in chunks]
     totals = {s.name: {"documents": 0, "tokens": 0} for s in spec.sources}
     for output in outputs:
         for name, entry in output["sources"].items():
