@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="read at most N records from each input shard")
     run.add_argument("--force", action="store_true", help="ignore results of earlier runs in OUTPUT")
 
+    trainer = commands.add_parser("train", help="train a tiny Falcon on a run's token shards",
+                                  description="Trains transformers' FalconForCausalLM on OUTPUT/tokens of a mix "
+                                              "run; see configs/train/tiny-falcon.yaml.")
+    trainer.add_argument("config", help="training YAML, e.g. configs/train/tiny-falcon.yaml")
+    trainer.add_argument("--output", metavar="DIR", help="default: the config's `output`, else runs/train/NAME")
+
     tok = commands.add_parser("tokenizer", help="train a Falcon-style byte-level BPE tokenizer")
     tok_commands = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
     train = tok_commands.add_parser(
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             return command_run(args)
         if args.command == "tokenizer":
             return command_tokenizer_train(args)
+        if args.command == "train":
+            return command_train(args)
     except ConfigError as err:
         print(f"refinery: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -190,4 +198,18 @@ def command_mix(args: argparse.Namespace, raw: dict) -> int:
               f"({source['tokens']:,} tokens, {source['documents']:,} documents)")
     print(f"  tokens:  {os.path.join(out_dir, 'tokens')}/ (manifest.json)")
     print(f"  card:    {os.path.join(out_dir, 'README.md')}")
+    return 0
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from refinery.config import read_yaml
+    from refinery.train import parse_train, train
+
+    spec = parse_train(read_yaml(args.config))
+    out_dir = args.output or spec.output or os.path.join("runs", "train", spec.name)
+    summary = train(spec, out_dir, log=lambda line: print(line, file=sys.stderr, flush=True))
+    heldout = summary["heldout"]
+    print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f} s; "
+          f"held-out {heldout['bits_per_byte']:.4f} bits/byte (+- {heldout['bpb_stderr']:.4f})")
+    print(f"  model: {summary['model_dir']}")
     return 0

@@ -1,0 +1,274 @@
+"""A tiny Falcon trained on refinery's token shards (`refinery train CONFIG`).
+
+- **Data:** the Megatron ``.bin``/``.idx`` files of a token folder, memory-mapped. Training draws
+  random windows of ``seq_len + 1`` tokens from the first ``1 - heldout_fraction`` of each
+  file. Evaluation uses fixed windows from the last part, which training never sees.
+- **Model:** transformers' ``FalconForCausalLM``: multi-query attention, parallel attention and
+  MLP, rotary embeddings, no biases. The size comes from the config.
+- **Training:** AdamW (weight decay 0.1 on matrices only), linear warmup then cosine decay to
+  ``min_lr``, gradient clipping and accumulation, a seed and a token budget.
+- **Device:** ``auto`` is CUDA with bf16 where there is a GPU, else CPU in fp32.
+- **Evaluation:** bits per byte, ``sum(NLL) / ln 2 / bytes``, where the bytes are those of the
+  decoded eval windows. It therefore compares across tokenizers. The standard error over eval
+  batches is reported with it.
+- **Outputs:** ``OUTPUT/metrics.jsonl``, checkpoints in ``OUTPUT/checkpoint/`` (resume
+  continues from the last one), and the final model with ``save_pretrained`` plus
+  ``tokenizer.json``, loadable with ``AutoModelForCausalLM.from_pretrained`` offline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import struct
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from refinery.config import ConfigError, _first_error
+from refinery.io import write_json_atomic
+from refinery.tokens import MEGATRON_HEADER
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Strict):
+    layers: int = Field(default=2, ge=1)
+    hidden_size: int = Field(default=128, ge=8)
+    heads: int = Field(default=4, ge=1)
+    seq_len: int = Field(default=128, ge=8)
+
+
+class TrainSettings(_Strict):
+    tokens: int = Field(default=1_000_000, gt=0)  # the token budget
+    batch_size: int = Field(default=16, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    min_lr: float = Field(default=2e-4, ge=0)
+    warmup_steps: int = Field(default=20, ge=0)
+    weight_decay: float = Field(default=0.1, ge=0)
+    clip: float = Field(default=1.0, gt=0)
+    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_every: int = Field(default=50, ge=1)
+    eval_batches: int = Field(default=8, ge=1)
+    heldout_fraction: float = Field(default=0.05, gt=0, lt=0.5)
+    checkpoint_every: int = Field(default=100, ge=1)
+
+
+class TrainSpec(_Strict):
+    name: str = Field(min_length=1)
+    data: str  # a token folder (refinery's OUTPUT/tokens)
+    tokenizer: str  # a folder with tokenizer.json, or the file
+    output: str | None = None
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+
+
+def parse_train(raw: dict) -> TrainSpec:
+    try:
+        spec = TrainSpec.model_validate(raw)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    if spec.model.hidden_size % spec.model.heads:
+        raise ConfigError("model.heads", f"must divide hidden_size {spec.model.hidden_size}")
+    if not list(Path(spec.data).glob("*.idx")):
+        raise ConfigError("data", f"no Megatron .idx/.bin token files in {spec.data!r}")
+    tok = Path(spec.tokenizer)
+    if not (tok / "tokenizer.json" if tok.is_dir() else tok).is_file():
+        raise ConfigError("tokenizer", f"no tokenizer.json at {spec.tokenizer!r}")
+    return spec
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def open_megatron(prefix: Path) -> np.ndarray:
+    """The token array of a ``.bin`` file, memory-mapped, with the dtype its ``.idx`` declares."""
+    codes = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 8: np.uint16}
+    with open(prefix.with_suffix(".idx"), "rb") as idx:
+        head = idx.read(18)
+    if head[:9] != MEGATRON_HEADER or struct.unpack_from("<Q", head, 9)[0] != 1:
+        raise ValueError(f"{prefix}.idx is not a Megatron indexed dataset (version 1)")
+    return np.memmap(prefix.with_suffix(".bin"), dtype=codes[head[17]], mode="r")
+
+
+class TokenWindows:
+    """Windows of ``seq_len + 1`` tokens from a token folder, split into train and held-out parts."""
+
+    def __init__(self, folder: str, seq_len: int, heldout_fraction: float):
+        self.seq_len = seq_len
+        self.files = [open_megatron(p.with_suffix("")) for p in sorted(Path(folder).glob("*.idx"))]
+        self.train_ends = [int(len(f) * (1 - heldout_fraction)) for f in self.files]
+        usable = [end - seq_len - 1 for end in self.train_ends]
+        if max(usable, default=0) <= 0:
+            raise ValueError(f"the token files in {folder} are shorter than one window of {seq_len + 1}")
+        self.weights = np.clip(np.asarray(usable, dtype=np.float64), 0, None)
+        self.weights /= self.weights.sum()
+
+    def train_batch(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        out = np.empty((batch_size, self.seq_len + 1), dtype=np.int64)
+        for row, f in enumerate(rng.choice(len(self.files), size=batch_size, p=self.weights)):
+            start = int(rng.integers(0, self.train_ends[f] - self.seq_len - 1))
+            out[row] = self.files[f][start:start + self.seq_len + 1]
+        return out
+
+    def heldout_windows(self, count: int) -> np.ndarray:
+        """Up to ``count`` consecutive windows from the held-out tails, the same every time."""
+        windows = []
+        for f, end in zip(self.files, self.train_ends):
+            for start in range(end, len(f) - self.seq_len, self.seq_len + 1):
+                windows.append(np.asarray(f[start:start + self.seq_len + 1], dtype=np.int64))
+                if len(windows) == count:
+                    return np.stack(windows)
+        if not windows:
+            raise ValueError("the held-out part is shorter than one window; raise heldout_fraction")
+        return np.stack(windows)
+
+
+# --- model and schedule --------------------------------------------------------------------------
+
+def build_model(settings: ModelSettings, vocab_size: int):
+    from transformers import FalconConfig, FalconForCausalLM
+
+    config = FalconConfig(
+        vocab_size=vocab_size, hidden_size=settings.hidden_size, num_hidden_layers=settings.layers,
+        num_attention_heads=settings.heads, multi_query=True, parallel_attn=True, bias=False, alibi=False,
+        new_decoder_architecture=False, max_position_embeddings=settings.seq_len, bos_token_id=11, eos_token_id=11,
+    )
+    return FalconForCausalLM(config)
+
+
+def learning_rate(step: int, total: int, cfg: TrainSettings) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def pick_device(choice: str):
+    import torch
+
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+def window_loss(model, batch, device, dtype):
+    """Summed next-token NLL (nats) of a batch of windows, and the number of predicted tokens."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.as_tensor(batch, device=device)
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = model(input_ids=x[:, :-1]).logits
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
+    return loss, x[:, 1:].numel()
+
+
+def evaluate(model, windows: np.ndarray, tokenizer, device, dtype, batch_size: int) -> dict:
+    """Bits per byte of the windows' predicted tokens, with the standard error over batches."""
+    import torch
+
+    model.eval()
+    per_batch = []
+    nats_total, bytes_total, tokens_total = 0.0, 0, 0
+    with torch.no_grad():
+        for start in range(0, len(windows), batch_size):
+            batch = windows[start:start + batch_size]
+            nats, tokens = window_loss(model, batch, device, dtype)
+            text_bytes = sum(len(tokenizer.decode(row[1:].tolist(), skip_special_tokens=False).encode("utf-8"))
+                             for row in batch)
+            per_batch.append(nats.item() / math.log(2) / max(text_bytes, 1))
+            nats_total += nats.item()
+            bytes_total += text_bytes
+            tokens_total += tokens
+    model.train()
+    spread = float(np.std(per_batch, ddof=1) / math.sqrt(len(per_batch))) if len(per_batch) > 1 else 0.0
+    return {"bits_per_byte": nats_total / math.log(2) / max(bytes_total, 1), "bpb_stderr": spread,
+            "loss": nats_total / max(tokens_total, 1), "tokens": tokens_total, "bytes": bytes_total,
+            "batches": len(per_batch)}
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+def train(spec: TrainSpec, out_dir: str, log=print) -> dict:
+    import torch
+
+    import tokenizer as tk
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = spec.train
+    tokenizer = tk.load(spec.tokenizer)
+    data = TokenWindows(spec.data, spec.model.seq_len, cfg.heldout_fraction)
+    heldout = data.heldout_windows(cfg.eval_batches * cfg.batch_size)
+    device, dtype = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec.model, tokenizer.get_vocab_size()).to(device)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * spec.model.seq_len
+    total_steps = max(1, cfg.tokens // tokens_per_step)
+    rng = np.random.default_rng(cfg.seed)
+    step, elapsed = 0, 0.0
+    checkpoint = out / "checkpoint" / "state.pt"
+    if checkpoint.exists():  # resume: model, optimiser, data order and clock
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        step, elapsed = state["step"], state["elapsed"]
+        kept = [line for line in (out / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= step]
+        (out / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))  # drop steps after the checkpoint
+        log(f"train: resumed at step {step}")
+    metrics = open(out / "metrics.jsonl", "a")
+    model.train()
+    started = time.perf_counter() - elapsed
+    while step < total_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, total_steps, cfg)
+        loss_sum = 0.0
+        for _ in range(cfg.grad_accum):
+            nats, tokens = window_loss(model, data.train_batch(rng, cfg.batch_size), device, dtype)
+            (nats / tokens / cfg.grad_accum).backward()
+            loss_sum += nats.item() / tokens / cfg.grad_accum
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        seconds = time.perf_counter() - started
+        record = {"step": step, "tokens": step * tokens_per_step, "train_loss": loss_sum,
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                  "tokens_per_s": round(step * tokens_per_step / seconds, 1)}
+        if step % cfg.eval_every == 0 or step == total_steps:
+            record["eval"] = evaluate(model, heldout, tokenizer, device, dtype, cfg.batch_size)
+            log(f"step {step}/{total_steps} loss {loss_sum:.3f} heldout {record['eval']['bits_per_byte']:.4f} bpb "
+                f"{record['tokens_per_s']:.0f} tok/s")
+        metrics.write(json.dumps(record) + "\n")
+        metrics.flush()
+        if step % cfg.checkpoint_every == 0 and step < total_steps:
+            checkpoint.parent.mkdir(exist_ok=True)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "rng": rng.bit_generator.state, "elapsed": seconds}, checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)
+    metrics.close()
+    final = evaluate(model, heldout, tokenizer, device, dtype, cfg.batch_size)
+    model_dir = out / "model"
+    model.save_pretrained(model_dir)
+    tk.save(tokenizer, model_dir)
+    summary = {"name": spec.name, "steps": total_steps, "tokens": total_steps * tokens_per_step,
+               "tokens_per_step": tokens_per_step, "final_train_loss": loss_sum if total_steps else None,
+               "heldout": final, "seconds": round(time.perf_counter() - started, 3), "device": str(device),
+               "dtype": str(dtype).removeprefix("torch."), "parameters": sum(p.numel() for p in model.parameters()),
+               "model_dir": str(model_dir), "eval_windows": int(len(heldout))}
+    write_json_atomic(out / "train.json", summary)
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    return summary
