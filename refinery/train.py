@@ -268,7 +268,107 @@ def train(spec: TrainSpec, out_dir: str, log=print) -> dict:
                "tokens_per_step": tokens_per_step, "final_train_loss": loss_sum if total_steps else None,
                "heldout": final, "seconds": round(time.perf_counter() - started, 3), "device": str(device),
                "dtype": str(dtype).removeprefix("torch."), "parameters": sum(p.numel() for p in model.parameters()),
-               "model_dir": str(model_dir), "eval_windows": int(len(heldout))}
+               "model_dir": str(model_dir), "eval_windows": int(len(heldout)),
+               "vocab_size": tokenizer.get_vocab_size()}
     write_json_atomic(out / "train.json", summary)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    plot_metrics(records, out / "loss.png", spec.name)
+    write_model_card(spec, summary, model_dir)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return summary
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+def plot_metrics(records: list[dict], path: Path, title: str) -> None:
+    """Train loss and held-out bits per byte against tokens seen, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot([r["tokens"] for r in records], [r["train_loss"] for r in records], lw=1)
+    left.set(xlabel="tokens", ylabel="train loss (nats/token)", title=title)
+    evals = [r for r in records if "eval" in r]
+    right.errorbar([r["tokens"] for r in evals], [r["eval"]["bits_per_byte"] for r in evals],
+                   yerr=[r["eval"]["bpb_stderr"] for r in evals], marker="o", ms=3, capsize=2)
+    right.set(xlabel="tokens", ylabel="held-out bits per byte", title="held-out")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_model_card(spec: TrainSpec, summary: dict, model_dir: Path) -> None:
+    """README.md in the model folder, following the Hugging Face model-card template, every
+    field taken from this run."""
+    import platform
+
+    import torch
+    import transformers
+
+    data = Path(spec.data)
+    manifest_path = data / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    dataset_card = data.parent / "README.md"
+    sources = manifest.get("sources", {})
+    cfg, m = spec.train, spec.model
+    hours = summary["seconds"] / 3600
+    hardware = (torch.cuda.get_device_name(0) if summary["device"].startswith("cuda")
+                else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
+    heldout = summary["heldout"]
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-generation", f"license: other",
+        "tags:", "- falcon", "- refinery", "- ablation", "---", "",
+        f"# {spec.name}", "",
+        "## Model details", "",
+        f"A {summary['parameters']:,}-parameter Falcon (transformers `FalconForCausalLM`: multi-query attention, "
+        f"parallel attention and MLP, rotary embeddings, no biases) trained by `refinery train` to compare "
+        f"training data, not for use. {m.layers} layers, hidden size {m.hidden_size}, {m.heads} heads, "
+        f"context {m.seq_len} tokens, vocabulary {summary['vocab_size']:,}.", "",
+        "## Uses", "",
+        "Direct use: comparing data-curation choices (ablations) at a fixed token budget, as RefinedWeb did.", "",
+        "Out-of-scope use: any application. The model is tiny and trained on "
+        f"{summary['tokens']:,} tokens; it does not produce reliable or useful text.", "",
+        "## Bias, risks, and limitations", "",
+        "It reproduces whatever its web and curated sources contain, including their biases and errors; "
+        f"the held-out figures below come from {summary['eval_windows']} windows of the same corpus and carry "
+        "the stated noise.", "",
+        "## How to get started with the model", "",
+        "```python", "from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast",
+        f'model = AutoModelForCausalLM.from_pretrained("{model_dir}")',
+        f'tokenizer = PreTrainedTokenizerFast.from_pretrained("{model_dir}")',
+        'ids = tokenizer("The river", return_tensors="pt").input_ids',
+        "print(tokenizer.decode(model.generate(ids, max_new_tokens=20)[0]))", "```", "",
+        "## Training details", "", "### Training data", "",
+        f"Token shards from `{spec.data}` (dataset card: `{dataset_card}`), "
+        f"tokenizer sha256 `{manifest.get('tokenizer', {}).get('sha256', 'n/a')[:16]}`, seed {manifest.get('seed', 'n/a')}.",
+        "",
+        "| source | tokens in the mix | share |", "|---|---:|---:|",
+        *[f"| {name} | {s['tokens']:,} | {s['achieved_share']:.2%} |" for name, s in sources.items()],
+        "", f"The last {cfg.heldout_fraction:.0%} of each token file is held out for evaluation.", "",
+        "### Training procedure", "",
+        f"AdamW (betas 0.9/0.95, weight decay {cfg.weight_decay} on matrices), learning rate {cfg.lr} with "
+        f"{cfg.warmup_steps} warmup steps and cosine decay to {cfg.min_lr}, gradient clipping {cfg.clip}, "
+        f"batch {cfg.batch_size} x {cfg.grad_accum} accumulation x {m.seq_len} tokens = "
+        f"{summary['tokens_per_step']:,} tokens per step, {summary['steps']} steps, seed {cfg.seed}, "
+        f"precision {summary['dtype']}.", "",
+        "### Speeds, sizes, times", "",
+        f"{summary['tokens']:,} tokens in {summary['seconds']:.0f} s ({summary['tokens'] / summary['seconds']:.0f} "
+        f"tokens/s) on {summary['device']}; {summary['parameters']:,} parameters.", "",
+        "## Evaluation", "",
+        f"Held-out bits per byte: **{heldout['bits_per_byte']:.4f}** (standard error over {heldout['batches']} "
+        f"batches: {heldout['bpb_stderr']:.4f}); {heldout['tokens']:,} predicted tokens covering "
+        f"{heldout['bytes']:,} bytes; mean loss {heldout['loss']:.4f} nats/token. Final train loss "
+        f"{summary['final_train_loss']:.4f}.", "",
+        "## Environmental impact", "",
+        f"Hardware: {hardware}. Hours used: {hours:.3f}. Cloud provider and region: not applicable "
+        "(local machine); carbon emitted: not measured.", "",
+        "## Technical specifications", "",
+        f"Decoder-only transformer, {m.layers} layers, multi-query attention (1 key/value head), parallel "
+        f"attention/MLP blocks, rotary position embeddings. Software: PyTorch {torch.__version__}, "
+        f"transformers {transformers.__version__}, refinery.", "",
+        "## Citation", "",
+        "Penedo et al. 2023, *The RefinedWeb Dataset for Falcon LLM*, arXiv:2306.01116.", "",
+    ]
+    (model_dir / "README.md").write_text("\n".join(lines))

@@ -55,6 +55,14 @@ def test_trains_evaluates_and_reloads(tmp_path, token_run):
     windows = TokenWindows(str(token_run / "tokens"), 32, 0.2).heldout_windows(2 * 4)
     again = evaluate(model, windows, tokenizer, torch.device("cpu"), torch.float32, 4)
     assert abs(again["loss"] - summary["heldout"]["loss"]) < 1e-4
+    card = (out / "model" / "README.md").read_text()
+    for section in ("## Model details", "## Uses", "Out-of-scope use", "## Bias, risks, and limitations",
+                    "## How to get started with the model", "### Training data", "### Training procedure",
+                    "### Speeds, sizes, times", "## Evaluation", "## Environmental impact",
+                    "## Technical specifications", "## Citation"):
+        assert section in card, section
+    assert f"{summary['heldout']['bits_per_byte']:.4f}" in card and "n/a" not in card
+    assert (out / "loss.png").stat().st_size > 1000
     generated = model.generate(torch.tensor([tokenizer.encode("the river").ids]), max_new_tokens=5, do_sample=False)
     assert generated.shape[1] > 2
 
