@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from refinery.stage import Stage, StageConfig
+from refinery.stage import StageConfig
 
 
 class ConfigError(Exception):

@@ -61,7 +61,7 @@ def _remove_stale_outputs(out: Path, shards: list[InputShard], config: PipelineC
     """Drops outputs of shards and stages that are not part of this run, so the folders match stats.json."""
     import shutil
 
-    from refinery.dedup import dedup_paths
+    from refinery.dedup import dedup_paths, substring_stage
 
     stage_names = ["warc_reader", *(s.name for s in config.stages), *(s.name for s in config.dedup)]
     expected = {p.name for shard in shards for p in shard_paths(out, shard).values()}
@@ -70,7 +70,7 @@ def _remove_stale_outputs(out: Path, shards: list[InputShard], config: PipelineC
         expected |= {p.name for shard in shards for p in dedup_paths(out, shard).values()}
         folders += [out / "filtered", out / "stats" / "dedup", out / "_markers" / "apply",
                     out / "_markers" / "keys", out / "dedup" / "keys", out / "dedup" / "bands", out / "dedup" / "cuts"]
-        if not any(spec.name == "substring_dedup" for spec in config.dedup):
+        if substring_stage(config) is None:
             for folder in ("dedup/cuts", "dedup/substring_spans", "_markers/substring"):
                 shutil.rmtree(out / folder, ignore_errors=True)
     else:  # an earlier run deduplicated; its intermediate outputs no longer apply
@@ -201,12 +201,11 @@ def _run_phases(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     map_tasks, keys_tasks = build_graph(config, shards, out_dir)
     dashboard = client.dashboard_link if client is not None and config.spec.run.dashboard else None
     progress.on_start(len(shards), dashboard)
-    if client is None:
-        results = []
-        for task in map_tasks:
-            results.append(task.compute())
-            progress.on_shard(results[-1])
-        keys_results = list(dask.compute(*keys_tasks))
+    if client is None:  # one compute, so each map task runs once for its keys task too
+        computed = dask.compute(*map_tasks, *keys_tasks)
+        results, keys_results = list(computed[:len(map_tasks)]), list(computed[len(map_tasks):])
+        for result in results:
+            progress.on_shard(result)
     else:
         from distributed import as_completed
 
@@ -228,23 +227,20 @@ def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     the corpus-wide resolution, then the per-shard rewrite. Returns (per-shard results, summary).
 
     ``client`` is a ``distributed`` client, or None for the active local scheduler."""
-    from refinery.dedup import find_cuts, resolve, resolve_digest, substring_groups, write_keys
-
-    def compute(tasks: list) -> list:
-        return compute_all(client, tasks)
+    from refinery.dedup import find_cuts, resolve, resolve_digest, substring_groups, substring_stage, write_keys
 
     if keys_results is None:
-        keys_results = compute([delayed_call(write_keys, shard, config, out_dir, None, key=f"keys-{shard.shard_id}")
+        keys_results = compute_all(client, [delayed_call(write_keys, shard, config, out_dir, None, key=f"keys-{shard.shard_id}")
                                 for shard in shards])
     (progress or Progress()).on_phase(f"dedup: {' -> '.join(s.name for s in config.dedup)} over "
                                       f"{sum(r['documents'] for r in keys_results):,} documents")
     summary = resolve(config, out_dir, shards, keys_results)
     digest = resolve_digest(config, keys_results)
     groups = []
-    if any(spec.name == "substring_dedup" for spec in config.dedup):
-        groups = compute([delayed_call(find_cuts, index, group, config, out_dir, digest, key=f"substring-{index}")
+    if substring_stage(config) is not None:
+        groups = compute_all(client, [delayed_call(find_cuts, index, group, config, out_dir, digest, key=f"substring-{index}")
                           for index, group in enumerate(substring_groups(config, shards))])
-    applied = compute(build_apply_graph(config, shards, out_dir, digest))
+    applied = compute_all(client, build_apply_graph(config, shards, out_dir, digest))
     timings = {
         "keys_seconds": round(sum(r.get("seconds", 0.0) for r in keys_results), 3),
         "resolve_seconds": summary.get("seconds", 0.0),

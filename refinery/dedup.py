@@ -134,9 +134,6 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str, map_resu
 
 # --- 2. corpus-wide resolution ------------------------------------------------------------------
 
-CLUSTER_COLUMNS = ["cluster_id", "stage", "id", "kept", "kept_id", "jaccard_to_kept"]
-
-
 def _hex(key: bytes | None) -> str | None:
     return None if key is None else key.hex()
 
@@ -245,7 +242,9 @@ def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard], keys
     marker_path.unlink(missing_ok=True)
 
     started = time.perf_counter()
-    stages = [spec.build() for spec in config.dedup]
+    summary = {"stages": [spec.name for spec in config.dedup]}
+    # the substring stage cuts text; it runs after this, per shard group (find_cuts)
+    stages = [s for s in (spec.build() for spec in config.dedup) if s.method != "substring"]
     paths = [dedup_paths(out, shard) for shard in shards]
     work = dedup_dir / "_work"
     shutil.rmtree(work, ignore_errors=True)
@@ -259,8 +258,6 @@ def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard], keys
     stage_tables = []
     dropped = None  # ids dropped by the stages so far, read back from disk
     for stage in stages:
-        if stage.method == "substring":  # cuts text; runs after this, per shard group (find_cuts)
-            continue
         if stage.method == "exact":
             alive = keys if dropped is None else _anti_join(keys, dropped)
             columns = ["id", "warc_date", stage.name]
@@ -276,8 +273,6 @@ def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard], keys
         done = dd.read_parquet(_parquet_files(stage_tables))
         dropped = done[~done["kept"]][["id"]]
 
-    summary = {"stages": [s.name for s in stages]}
-    stages = [s for s in stages if s.method != "substring"]
     if stage_tables:
         info = keys[["id", "shard", "url", "language", "domain"]]
         clusters = dd.read_parquet(_parquet_files(stage_tables)).merge(info, on="id", how="left")
@@ -344,9 +339,14 @@ CUTS_SCHEMA = pa.schema([("id", pa.string()), ("starts", pa.list_(pa.int64())), 
 SPAN_SAMPLE_CHARS = 2000
 
 
+def substring_stage(config: PipelineConfig):
+    """The config's substring dedup stage, built, or None."""
+    return next((s for s in (spec.build() for spec in config.dedup) if s.method == "substring"), None)
+
+
 def substring_groups(config: PipelineConfig, shards: list[InputShard]) -> list[list[InputShard]]:
     """Consecutive shards, ``shards_per_group`` at a time (all of them when it is None)."""
-    stage = next(spec.build() for spec in config.dedup if spec.name == "substring_dedup")
+    stage = substring_stage(config)
     size = stage.config.shards_per_group or max(len(shards), 1)
     ordered = sorted(shards, key=lambda s: s.shard_id)
     return [ordered[i:i + size] for i in range(0, len(ordered), size)]
@@ -359,8 +359,7 @@ def find_cuts(group: int, shards: list[InputShard], config: PipelineConfig, out_
     from stages.substring_dedup import find_repeats
 
     out = Path(out_dir)
-    stage = next(spec.build() for spec in config.dedup if spec.name == "substring_dedup")
-    cfg = stage.config
+    cfg = substring_stage(config).config
     marker_path = out / "_markers" / "substring" / f"group-{group:05d}.done"
     ids = [s.shard_id for s in shards]
     marker = _read_marker(marker_path)

@@ -303,7 +303,9 @@ def write_output_file(index: int, spec: MixSpec, shard_results: list[dict], toke
     for number in sorted(set(shards.tolist())):  # only this file's rows of each shard are kept
         result = shard_results[number]
         work = out / "tokens" / "_work" / result["source"]
-        metas[number] = pq.read_table(work / f"{result['stem']}.meta.parquet", columns=["id", "offset", "tokens"])
+        meta = pq.read_table(work / f"{result['stem']}.meta.parquet", columns=["id", "offset", "tokens"])
+        # plain arrays: the loop below reads one row at a time
+        metas[number] = (meta.column("id").to_pylist(), meta.column("offset").to_numpy(), meta.column("tokens").to_numpy())
         tokens[number] = np.memmap(work / f"{result['stem']}.tokens", dtype=result["dtype"], mode="r")
         wanted, start = set(rows[shards == number].tolist()), 0
         for batch in pq.ParquetFile(result["path"]).iter_batches(columns=["text"], batch_size=1024):
@@ -333,13 +335,13 @@ def write_output_file(index: int, spec: MixSpec, shard_results: list[dict], toke
 
     start()
     for number, row, rep in zip(shards.tolist(), rows.tolist(), reps):
-        meta, source = metas[number], shard_results[number]["source"]
-        offset, length = meta.column("offset")[row].as_py(), meta.column("tokens")[row].as_py()
+        (ids, offsets, lengths), source = metas[number], shard_results[number]["source"]
+        offset, length = int(offsets[row]), int(lengths[row])
         if chunk["writer"].tokens and chunk["writer"].tokens + length > spec.tokenize.max_file_tokens:
             finish()  # files stay under max_file_tokens (a single longer document gets a file alone)
             start()
         chunk["writer"].add(tokens[number][offset:offset + length])
-        for column, value in (("id", meta.column("id")[row].as_py()), ("source", source), ("repetition", rep),
+        for column, value in (("id", ids[row]), ("source", source), ("repetition", rep),
                               ("text", texts[(number, row)])):
             chunk["rows"][column].append(value)
         entry = chunk["sources"].setdefault(source, {"documents": 0, "tokens": 0})

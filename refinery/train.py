@@ -318,7 +318,7 @@ def write_model_card(spec: TrainSpec, summary: dict, model_dir: Path) -> None:
                 else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
     heldout = summary["heldout"]
     lines = [
-        "---", "library_name: transformers", "pipeline_tag: text-generation", f"license: other",
+        "---", "library_name: transformers", "pipeline_tag: text-generation", "license: other",
         "tags:", "- falcon", "- refinery", "- ablation", "---", "",
         f"# {spec.name}", "",
         "## Model details", "",

@@ -15,14 +15,12 @@ those, 1 passed `language_id` after trafilatura and no page reached the filtered
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
 
 from refinery.document import Document, Drop
-from refinery.stage import Stage
-from stages.language_id import LanguageIdConfig, default_model_path, load_fasttext
+from stages.language_id import LanguageId, LanguageIdConfig
 
 
 class LanguagePrefilterConfig(LanguageIdConfig):
@@ -30,34 +28,30 @@ class LanguagePrefilterConfig(LanguageIdConfig):
     min_chars: int = Field(default=200, ge=0)  # shorter cheap texts are too short to judge
 
 
-class LanguagePrefilter(Stage):
+class LanguagePrefilter(LanguageId):
+    """`language_id`'s model and prediction, on a cheap text of the HTML, with a stricter rule."""
+
     name: ClassVar[str] = "language_prefilter"
     reasons: ClassVar[tuple[str, ...]] = ("other_language",)
     Config = LanguagePrefilterConfig
 
     def __init__(self, config=None):
         super().__init__(config)
-        self.batch_size = self.config.batch_size
         self._skipped: Counter = Counter()
 
     def setup(self) -> None:
         from resiliparse.extract.html2text import extract_plain_text
         from resiliparse.parse.html import HTMLTree
 
-        path = Path(self.config.model_path) if self.config.model_path else default_model_path()
-        self._model = load_fasttext(path)
-        self._keep_all = "*" in self.config.languages
-        self._languages = frozenset(self.config.languages)
+        super().setup()
         self._text = lambda html: extract_plain_text(HTMLTree.parse(html), main_content=True)
 
     def process_batch(self, docs: list[Document]) -> list[Document | Drop]:
         if self._keep_all:
             return list(docs)
         texts = [" ".join(self._text(doc.html or "").split()) for doc in docs]
-        labels, probs = self._model.predict(texts, k=1)
         out: list[Document | Drop] = []
-        for doc, text, label, prob in zip(docs, texts, labels, probs):
-            language, score = label[0].removeprefix("__label__"), float(prob[0])
+        for doc, text, (language, score) in zip(docs, texts, self.predict(texts)):
             if (language not in self._languages and score >= self.config.threshold
                     and len(text) >= self.config.min_chars):
                 self._skipped[language] += 1
