@@ -70,10 +70,8 @@ import platform
 import shutil
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -84,7 +82,6 @@ TRUTH = SHARED / "dedup" / "minhash-articles" / "articles_2500.truth"
 WEB_GLOB = str(SHARED / "web" / "*.warc.gz")
 CONFIG = ROOT / "configs" / "english.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
-OFFLINE_ENV = {"TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "", "HF_HUB_OFFLINE": "1"}
 THREAD_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
 BANDS, ROWS, NGRAM = 450, 20, 5
@@ -98,6 +95,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 # At import, so that datatrove's forkserver pool processes (which import this module as
 # __mp_main__ before unpickling a pipeline) get the stub too.
 from datatrove_compat import stub_tokenizers  # noqa: E402
+from map_phase import OFFLINE_ENV, ProcessTreeSampler, run_measured  # noqa: E402
 
 stub_tokenizers()
 
@@ -106,20 +104,16 @@ stub_tokenizers()
 # RSS sampling
 # ---------------------------------------------------------------------------------------------
 
-class RssSampler:
+class RssSampler(ProcessTreeSampler):
     """Samples, every `interval` seconds, the RSS of `pid` (the driver) and of each of its
     descendants (worker processes), in a daemon thread."""
 
-    def __init__(self, pid: int, interval: float = 0.05):
-        import psutil
+    sample_at_edges = True
 
-        self._psutil = psutil
-        self.root = psutil.Process(pid)
-        self.interval = interval
+    def __init__(self, pid: int, interval: float = 0.05):
+        super().__init__(pid, interval)
         self.samples: list[tuple[float, int, dict[int, int]]] = []  # (perf_counter, driver rss, {pid: rss})
         self.kinds: dict[int, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="rss-sampler")
 
     def _kind(self, proc) -> str:
         try:
@@ -148,20 +142,6 @@ class RssSampler:
             if proc.pid not in self.kinds:
                 self.kinds[proc.pid] = self._kind(proc)
         self.samples.append((now, driver, per))
-
-    def _loop(self) -> None:
-        self._sample()
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
 
     def window(self, start: float = float("-inf"), end: float = float("inf")) -> dict:
         """Peaks over the samples taken in [start, end)."""
@@ -600,7 +580,6 @@ def _child_memory(paths: list[str], out: str, workers: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def run_child(kind: str, args: list[str]) -> tuple[dict, str]:
-    from map_phase import run_measured
 
     tmp = tempfile.mkdtemp(prefix=f"refinery-dedup-bench-{kind}-")
     result_path = os.path.join(tmp, "_result.json")
@@ -708,8 +687,8 @@ def run_speed(args) -> dict:
 
 
 def speed_markdown(summary: dict, comparison: dict, workers: int) -> str:
-    lines = [f"| engine | total wall s, median (min) | vs datatrove (median) | phases, median s | CPU s ours / machine "
-             f"| docs in | removed | docs in clusters | planted pairs found | peak worker RSS MiB |",
+    lines = ["| engine | total wall s, median (min) | vs datatrove (median) | phases, median s | CPU s ours / machine "
+             "| docs in | removed | docs in clusters | planted pairs found | peak worker RSS MiB |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for engine, s in summary.items():
         ratio = comparison.get(engine, {}).get("speedup_vs_datatrove_median")

@@ -279,19 +279,49 @@ def _machine_busy_s() -> float:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-class TreeCpu:
-    """Samples the CPU time of a process and all its descendants (Dask workers, pool workers,
-    extraction sandboxes). Processes that live less than one interval are missed."""
+class ProcessTreeSampler:
+    """Calls `_sample` every `interval` seconds in a daemon thread while used as a context
+    manager; `root` is the psutil process whose tree is watched. With `sample_at_edges`, it also
+    samples once on entering and once on leaving."""
 
-    def __init__(self, pid: int, interval: float = 0.25):
+    sample_at_edges = False
+
+    def __init__(self, pid: int, interval: float):
         import psutil
 
         self._psutil = psutil
         self.root = psutil.Process(pid)
         self.interval = interval
-        self.seen: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=type(self).__name__)
+
+    def _sample(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        if self.sample_at_edges:
+            self._sample()
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.sample_at_edges:
+            self._sample()
+
+
+class TreeCpu(ProcessTreeSampler):
+    """Samples the CPU time of a process and all its descendants (Dask workers, pool workers,
+    extraction sandboxes). Processes that live less than one interval are missed."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        super().__init__(pid, interval)
+        self.seen: dict[tuple[int, float], float] = {}
 
     def _sample(self) -> None:
         try:
@@ -306,18 +336,6 @@ class TreeCpu:
                 self.seen[key] = max(self.seen.get(key, 0.0), t.user + t.system)
             except self._psutil.Error:
                 continue
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def __enter__(self) -> TreeCpu:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
     @property
     def cpu_s(self) -> float:

@@ -49,8 +49,6 @@ def load_texts() -> list[str]:
 
 
 def child(engine: str, tokenizer_path: str, batch_size: int, parquet: str) -> dict:
-    import numpy as np
-
     import tokenizer as tk
     from refinery.tokens import TokenShardWriter, encode_documents, token_dtype
 
