@@ -32,7 +32,8 @@ def child(engine: str, args) -> dict:
     import torch
 
     import tokenizer as tk
-    from refinery.train import ModelSettings, TokenWindows, TrainSettings, build_model, learning_rate, window_loss
+    from refinery.train import (ModelSettings, TokenWindows, TrainSettings, build_model, build_optimizer,
+                                learning_rate, train_step)
 
     torch.manual_seed(1)
     settings = ModelSettings(layers=args.layers, hidden_size=args.hidden_size, heads=args.heads, seq_len=args.seq_len)
@@ -43,19 +44,15 @@ def child(engine: str, args) -> dict:
     batches = [windows.train_batch(rng, args.batch_size) for _ in range(total)]
     cfg = TrainSettings(batch_size=args.batch_size)
 
-    if engine == "refinery":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    if engine == "refinery":  # the step refinery train runs
+        optimizer = build_optimizer(model, cfg)
         model.train()
         for step, batch in enumerate(batches):
             if step == args.warmup_steps:
                 started = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, cfg)
-            nats, tokens = window_loss(model, batch, torch.device("cpu"), torch.float32)
-            (nats / tokens).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(model, optimizer, [batch], torch.device("cpu"), torch.float32, cfg.clip)
         seconds = time.perf_counter() - started
     else:
         from transformers import Trainer, TrainerCallback, TrainingArguments

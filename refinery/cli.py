@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("config", help="training YAML, e.g. configs/train/tiny-falcon.yaml")
     trainer.add_argument("--output", metavar="DIR", help="default: the config's `output`, else runs/train/NAME")
 
+    ablate = commands.add_parser(
+        "ablate", help="build data variants, train the same tiny Falcon on each, compare held-out bits per byte",
+        description="Runs each variant of configs/ablation.yaml (raw, filtered, refined) over the same inputs, "
+                    "tokenizes them with one tokenizer, trains the same model on the same token budget and "
+                    "writes OUTPUT/ablation.md, ablation.json and ablation.png.")
+    ablate.add_argument("config", help="ablation YAML, e.g. configs/ablation.yaml")
+    ablate.add_argument("--input", action="append", metavar="GLOB_OR_URL", help="replaces the config's inputs")
+    ablate.add_argument("--output", metavar="DIR", help="default: the config's `output`, else runs/NAME")
+    ablate.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes of the local cluster")
+    ablate.add_argument("--scheduler", metavar="ADDRESS", help="a dask.distributed scheduler, or 'sync'")
+    ablate.add_argument("--force", action="store_true", help="ignore results of earlier runs in OUTPUT")
+
     tok = commands.add_parser("tokenizer", help="train a Falcon-style byte-level BPE tokenizer")
     tok_commands = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
     train = tok_commands.add_parser(
@@ -102,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             return command_tokenizer_train(args)
         if args.command == "train":
             return command_train(args)
+        if args.command == "ablate":
+            return command_ablate(args)
     except ConfigError as err:
         print(f"refinery: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -208,8 +222,37 @@ def command_train(args: argparse.Namespace) -> int:
     spec = parse_train(read_yaml(args.config))
     out_dir = args.output or spec.output or os.path.join("runs", "train", spec.name)
     summary = train(spec, out_dir, log=lambda line: print(line, file=sys.stderr, flush=True))
-    heldout = summary["heldout"]
-    print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f} s; "
-          f"held-out {heldout['bits_per_byte']:.4f} bits/byte (+- {heldout['bpb_stderr']:.4f})")
+    print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f} s")
+    for name, result in summary["eval"].items():
+        print(f"  {name}: {result['bits_per_byte']:.4f} bits/byte (+- {result['bpb_stderr']:.4f})")
     print(f"  model: {summary['model_dir']}")
+    return 0
+
+
+def command_ablate(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    from refinery.ablate import execute_ablation, parse_ablation
+    from refinery.config import read_yaml
+    from refinery.dag import prepare_output
+
+    raw = read_yaml(args.config)
+    if isinstance(raw, dict) and args.input:
+        raw = {**raw, "input": list(args.input)}
+    spec = parse_ablation(raw, args.config)
+    out_dir = args.output or spec.output or os.path.join("runs", spec.name)
+    prepare_output(out_dir, force=args.force)
+    if args.force:
+        import shutil
+
+        for folder in ("variants", "eval", "tokenizer"):
+            shutil.rmtree(os.path.join(out_dir, folder), ignore_errors=True)
+    result = execute_ablation(spec, out_dir, scheduler=args.scheduler, workers=args.workers,
+                              log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"done in {result['seconds']:.0f} s: {len(result['variants'])} variants x {len(spec.seeds)} seeds, "
+          f"{result['budget_tokens']:,} tokens each")
+    for name, variant in result["variants"].items():
+        bpb = ", ".join(f"{s} {e['bits_per_byte']:.4f}" for s, e in variant["eval"].items())
+        print(f"  {name}: {variant['train_tokens']:,} train tokens, bits/byte {bpb}")
+    print(f"  table: {os.path.join(out_dir, 'ablation.md')}")
+    print(f"  plot:  {os.path.join(out_dir, 'ablation.png')}")
     return 0

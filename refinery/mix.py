@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +62,7 @@ class SourceSpec(_Strict):
     license: str = "unknown"
     languages: list[str] = ["en"]
     max_epochs: float = Field(default=1.0, gt=0)
+    heldout_fraction: float = Field(default=0.0, ge=0, lt=0.5)  # curated: records kept out for evaluation
     dedup: list[dict[str, Any]] = []  # curated sources skip the web chain but can opt into dedup stages
 
     @model_validator(mode="after")
@@ -112,6 +114,8 @@ def parse_mix(raw: dict, path: str = "") -> MixSpec:
     for index, source in enumerate(spec.sources):
         if source.dedup and source.config:
             raise ConfigError(f"sources[{index}].dedup", "a pipeline source deduplicates in its own config")
+        if source.heldout_fraction and source.config:
+            raise ConfigError(f"sources[{index}].heldout_fraction", "only curated sources (`paths`) are split")
         if source.dedup:
             dedup_only_config(source.name, source.dedup, spec.run, key=f"sources[{index}].dedup")
     if any(v <= 0 for v in spec.mix.shares.values()) or abs(sum(spec.mix.shares.values()) - 1) > 1e-6:
@@ -149,9 +153,17 @@ def _records(path: Path, source: SourceSpec):
                     yield json.loads(line)
 
 
+def heldout(key: str, fraction: float) -> bool:
+    """Whether a record is held out for evaluation: a hash of its key (a curated record's id, a
+    crawl document's normalised text) below ``fraction``. `refinery ablate` splits the same way."""
+    digest = hashlib.blake2b(f"heldout:{key}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < fraction
+
+
 def convert_curated_file(path: str, source: SourceSpec, out_dir: str) -> dict:
     """One curated file -> OUTPUT/sources/NAME/documents/<shard id>.parquet with refinery's
-    columns (filtered/ instead when the source has dedup stages, which then write documents/)."""
+    columns (filtered/ instead when the source has dedup stages, which then write documents/).
+    Records held out (``heldout_fraction``, by record id) go to OUTPUT/sources/NAME/heldout/."""
     from refinery.io import InputShard
     from refinery.shard import DOCUMENT_SCHEMA
 
@@ -159,19 +171,43 @@ def convert_curated_file(path: str, source: SourceSpec, out_dir: str) -> dict:
     stem = InputShard.for_path(path).shard_id
     folder = "filtered" if source.dedup else "documents"
     target = Path(out_dir) / "sources" / source.name / folder / f"{stem}.parquet"
-    rows, empty = [], 0
+    rows, held, empty = [], [], 0
     for n, record in enumerate(_records(file, source)):
         text = _format(record, source)
         if not text:
             empty += 1
             continue
-        rows.append({"id": f"{source.name}/{record.get(source.id_field, f'{stem}:{n}')}", "url": "",
-                     "warc_date": "", "source": source.name,
-                     "language": source.languages[0] if len(source.languages) == 1 else "",
-                     "language_score": 1.0, "text": text})
+        record_id = str(record.get(source.id_field, f"{stem}:{n}"))
+        (held if heldout(record_id, source.heldout_fraction) else rows).append({
+            "id": f"{source.name}/{record_id}", "url": "", "warc_date": "", "source": source.name,
+            "language": source.languages[0] if len(source.languages) == 1 else "", "language_score": 1.0,
+            "text": text})
     with atomic_path(target) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), tmp, compression="zstd")
-    return {"source": source.name, "input": path, "path": str(target), "documents": len(rows), "empty": empty}
+    heldout_path = Path(out_dir) / "sources" / source.name / "heldout" / f"{stem}.parquet"
+    if held:
+        with atomic_path(heldout_path) as tmp:
+            pq.write_table(pa.Table.from_pylist(held, schema=DOCUMENT_SCHEMA), tmp, compression="zstd")
+    else:
+        heldout_path.unlink(missing_ok=True)
+    return {"source": source.name, "input": path, "path": str(target), "documents": len(rows),
+            "heldout_documents": len(held), "empty": empty}
+
+
+def tokenize_heldout(path: str, source: str, tokenizer_path: str, out_dir: str) -> dict:
+    """A curated source's held-out documents -> OUTPUT/heldout/NAME/<shard>.bin/.idx (Megatron), an
+    eval set for `refinery train` (configs/train/tiny-falcon.yaml)."""
+    import tokenizer as tk
+    from refinery.tokens import TokenShardWriter, encode_documents, token_dtype
+
+    tokenizer = tk.load(tokenizer_path)
+    writer = TokenShardWriter(Path(out_dir) / "heldout" / source, Path(path).stem, tokenizer.get_vocab_size(),
+                              ("megatron",))
+    texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()  # a held-out part: small
+    for tokens in encode_documents(tokenizer, texts, tk.EOS_ID, token_dtype(tokenizer.get_vocab_size())):
+        writer.add(tokens)
+    writer.close()
+    return {"source": source, "documents": len(texts), "tokens": writer.tokens}
 
 
 def source_files(out: Path, name: str) -> list[Path]:
@@ -401,6 +437,12 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
             tokenizer_path = spec.tokenize.tokenizer
         tokenizer_hash = tk.file_hash(tokenizer_path)
 
+        shutil.rmtree(out / "heldout", ignore_errors=True)
+        heldout_parts = sorted((s.name, p) for s in spec.sources if s.heldout_fraction
+                               for p in (out / "sources" / s.name / "heldout").glob("*.parquet"))
+        heldout_results = compute_all(client, [delayed(tokenize_heldout, pure=True)(str(p), name, tokenizer_path,
+                                                                                    str(out))
+                                               for name, p in heldout_parts])
         shard_tasks = [delayed(tokenize_shard, pure=True)(s.name, str(p), tokenizer_path, str(out), spec.mix.seed,
                                                           spec.tokenize.batch_size)
                        for s in spec.sources for p in source_files(out, s.name)]
@@ -450,11 +492,22 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
     stats = {"name": spec.name, "kind": "mix", "budget_tokens": plan["budget_tokens"], "short": plan["short"],
              "sources": sources, "pipelines": {k: {"funnel": v["funnel"], "dedup": v.get("dedup")}
                                                for k, v in pipelines.items()},
-             "curated_dedup": dedup_summaries, "curated_files": converted, "output": {"files": len(outputs), "tokens": all_tokens},
+             "curated_dedup": dedup_summaries, "curated_files": converted,
+             "heldout": _heldout_totals(heldout_results, out), "output": {"files": len(outputs), "tokens": all_tokens},
              "seconds": round(time.perf_counter() - started, 3)}
     write_json_atomic(out / "stats.json", stats)
     write_dataset_card(out, spec, stats, manifest)
     return stats
+
+
+def _heldout_totals(results: list[dict], out: Path) -> dict:
+    totals: dict[str, dict] = {}
+    for r in results:
+        entry = totals.setdefault(r["source"], {"documents": 0, "tokens": 0,
+                                                "folder": str(out / "heldout" / r["source"])})
+        entry["documents"] += r["documents"]
+        entry["tokens"] += r["tokens"]
+    return totals
 
 
 def _sample_round_robin(paths: list[str], max_bytes: int):
@@ -510,6 +563,12 @@ def write_dataset_card(out: Path, spec: MixSpec, stats: dict, manifest: dict) ->
     for name, summary in stats.get("curated_dedup", {}).items():
         removed = {k: v.get("removed", 0) for k, v in summary["per_stage"].items()}
         lines += ["", f"Dedup of {name} removed: " + ", ".join(f"{k} {v:,}" for k, v in removed.items()) + "."]
+    if stats.get("heldout"):
+        lines += ["", "## Held-out evaluation parts", "",
+                  "Records held out of the mix by a hash of their id (never trained on), tokenized for "
+                  "`refinery train`'s eval sets:", ""]
+        lines += [f"- {name}: {h['documents']:,} documents, {h['tokens']:,} tokens in `heldout/{name}/`"
+                  for name, h in stats["heldout"].items()]
     lines += ["", "## Tokenizer", "",
               f"Byte-level BPE, vocab {manifest['tokenizer']['vocab_size']:,}: `{manifest['tokenizer']['path']}` "
               f"(sha256 `{manifest['tokenizer']['sha256'][:16]}`); `<|endoftext|>` = 11 ends every document; "

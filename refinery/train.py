@@ -58,8 +58,13 @@ class TrainSettings(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_every: int = Field(default=50, ge=1)
     eval_batches: int = Field(default=8, ge=1)
-    heldout_fraction: float = Field(default=0.05, gt=0, lt=0.5)
+    heldout_fraction: float = Field(default=0.05, ge=0, lt=0.5)  # 0: no `heldout` set from the data's tail
     checkpoint_every: int = Field(default=100, ge=1)
+
+
+class EvalSet(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    data: str  # a token folder never trained on, e.g. a mix's OUTPUT/heldout/NAME
 
 
 class TrainSpec(_Strict):
@@ -69,6 +74,7 @@ class TrainSpec(_Strict):
     output: str | None = None
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
+    eval: list[EvalSet] = []  # more held-out sets, besides `heldout` (the data's tail)
 
 
 def parse_train(raw: dict) -> TrainSpec:
@@ -80,6 +86,14 @@ def parse_train(raw: dict) -> TrainSpec:
         raise ConfigError("model.heads", f"must divide hidden_size {spec.model.hidden_size}")
     if not list(Path(spec.data).glob("*.idx")):
         raise ConfigError("data", f"no Megatron .idx/.bin token files in {spec.data!r}")
+    for index, eval_set in enumerate(spec.eval):
+        if not list(Path(eval_set.data).glob("*.idx")):
+            raise ConfigError(f"eval[{index}].data", f"no Megatron .idx/.bin token files in {eval_set.data!r}")
+    names = [e.name for e in spec.eval] + (["heldout"] if spec.train.heldout_fraction else [])
+    if not names:
+        raise ConfigError("eval", "no held-out set: give `eval` sets or a train.heldout_fraction above 0")
+    if len(set(names)) != len(names):
+        raise ConfigError("eval", f"eval set names repeat: {names}")
     tok = Path(spec.tokenizer)
     if not (tok / "tokenizer.json" if tok.is_dir() else tok).is_file():
         raise ConfigError("tokenizer", f"no tokenizer.json at {spec.tokenizer!r}")
@@ -91,11 +105,11 @@ def parse_train(raw: dict) -> TrainSpec:
 def open_megatron(prefix: Path) -> np.ndarray:
     """The token array of a ``.bin`` file, memory-mapped, with the dtype its ``.idx`` declares."""
     codes = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 8: np.uint16}
-    with open(prefix.with_suffix(".idx"), "rb") as idx:
+    with open(f"{prefix}.idx", "rb") as idx:  # not with_suffix: shard names can hold dots
         head = idx.read(18)
     if head[:9] != MEGATRON_HEADER or struct.unpack_from("<Q", head, 9)[0] != 1:
         raise ValueError(f"{prefix}.idx is not a Megatron indexed dataset (version 1)")
-    return np.memmap(prefix.with_suffix(".bin"), dtype=codes[head[17]], mode="r")
+    return np.memmap(f"{prefix}.bin", dtype=codes[head[17]], mode="r")
 
 
 class TokenWindows:
@@ -120,15 +134,27 @@ class TokenWindows:
 
     def heldout_windows(self, count: int) -> np.ndarray:
         """Up to ``count`` consecutive windows from the held-out tails, the same every time."""
-        windows = []
-        for f, end in zip(self.files, self.train_ends):
-            for start in range(end, len(f) - self.seq_len, self.seq_len + 1):
-                windows.append(np.asarray(f[start:start + self.seq_len + 1], dtype=np.int64))
-                if len(windows) == count:
-                    return np.stack(windows)
-        if not windows:
-            raise ValueError("the held-out part is shorter than one window; raise heldout_fraction")
-        return np.stack(windows)
+        return fixed_windows(self.files, self.train_ends, self.seq_len, count)
+
+
+def fixed_windows(files: list[np.ndarray], starts: list[int], seq_len: int, count: int) -> np.ndarray:
+    """Up to ``count`` non-overlapping windows of ``seq_len + 1`` tokens, spread evenly over the
+    files (each read from its start offset), so a set is sampled across all of its documents."""
+    slots = [(f, start) for f, begin in zip(files, starts) for start in range(begin, len(f) - seq_len, seq_len + 1)]
+    if not slots:
+        raise ValueError(f"the held-out tokens are shorter than one window of {seq_len + 1}")
+    picked = np.unique(np.linspace(0, len(slots) - 1, num=min(count, len(slots))).round().astype(np.int64))
+    return np.stack([np.asarray(slots[i][0][slots[i][1]:slots[i][1] + seq_len + 1], dtype=np.int64) for i in picked])
+
+
+def eval_windows(spec: TrainSpec, data: TokenWindows) -> dict[str, np.ndarray]:
+    """Each held-out set's fixed windows: ``heldout`` (the data's tail), then the ``eval`` folders."""
+    count = spec.train.eval_batches * spec.train.batch_size
+    sets = {"heldout": data.heldout_windows(count)} if spec.train.heldout_fraction else {}
+    for eval_set in spec.eval:
+        files = [open_megatron(p.with_suffix("")) for p in sorted(Path(eval_set.data).glob("*.idx"))]
+        sets[eval_set.name] = fixed_windows(files, [0] * len(files), spec.model.seq_len, count)
+    return sets
 
 
 # --- model and schedule --------------------------------------------------------------------------
@@ -160,7 +186,8 @@ def pick_device(choice: str):
 
 
 def window_loss(model, batch, device, dtype):
-    """Summed next-token NLL (nats) of a batch of windows, and the number of predicted tokens."""
+    """Summed next-token NLL (nats) of a batch of windows through the model's own forward (as
+    ``AutoModelForCausalLM`` computes it), and the number of predicted tokens. For evaluation."""
     import torch
     import torch.nn.functional as F
 
@@ -171,10 +198,72 @@ def window_loss(model, batch, device, dtype):
     return loss, x[:, 1:].numel()
 
 
-def evaluate(model, windows: np.ndarray, tokenizer, device, dtype, batch_size: int) -> dict:
+def train_loss(model, batch, device, dtype):
+    """``window_loss`` for training: the output layer and the cross-entropy are fused
+    (`linear_cross_entropy`), so the [tokens, vocab] logits are never held whole."""
+    import torch
+
+    x = torch.as_tensor(batch, device=device)
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
+        hidden = model.transformer(input_ids=x[:, :-1]).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    return linear_cross_entropy(hidden, model.lm_head.weight, x[:, 1:].reshape(-1)), x[:, 1:].numel()
+
+
+LOGIT_CHUNK_ELEMENTS = 1 << 23  # 32 MB of fp32 logits per chunk
+
+
+def linear_cross_entropy(hidden, weight, targets):
+    """``cross_entropy(hidden @ weight.T, targets, reduction="sum")`` computed a chunk of rows at a
+    time, with the gradients made in the same pass (the idea of Liger-Kernel's fused linear
+    cross-entropy). With a 65k vocabulary the logits of a 2k-token batch are 0.5 GB; writing and
+    re-reading them is most of a tiny model's step on a CPU. tests/test_train.py checks it
+    against the plain loss and its gradients."""
+    import torch
+
+    class _LinearCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, hidden, weight, targets):
+            w = weight.to(hidden.dtype)
+            grad_hidden = torch.empty_like(hidden)
+            wide = torch.promote_types(hidden.dtype, torch.float32)  # bf16 logits are summed in fp32
+            grad_weight = torch.zeros_like(weight, dtype=wide)
+            total = torch.zeros((), dtype=wide, device=hidden.device)
+            chunk = max(64, LOGIT_CHUNK_ELEMENTS // weight.shape[0])
+            for start in range(0, hidden.shape[0], chunk):
+                h, t = hidden[start:start + chunk], targets[start:start + chunk]
+                logits = (h @ w.T).to(wide)
+                log_norm = torch.logsumexp(logits, dim=-1)
+                total += (log_norm - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                grad_logits = logits.sub_(log_norm[:, None]).exp_()  # softmax - one_hot(target)
+                grad_logits[torch.arange(len(t), device=t.device), t] -= 1
+                grad_logits = grad_logits.to(h.dtype)
+                grad_hidden[start:start + chunk] = grad_logits @ w
+                grad_weight += (grad_logits.T @ h).to(wide)
+            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+            return total
+
+        @staticmethod
+        def backward(ctx, grad_total):
+            grad_hidden, grad_weight = ctx.saved_tensors
+            return grad_hidden * grad_total.to(grad_hidden.dtype), grad_weight * grad_total, None
+
+    return _LinearCrossEntropy.apply(hidden, weight, targets)
+
+
+def window_bytes(windows: np.ndarray, tokenizer) -> np.ndarray:
+    """UTF-8 bytes of each window's predicted tokens (all but the first): bits per byte's denominator."""
+    return np.array([len(tokenizer.decode(row[1:].tolist(), skip_special_tokens=False).encode("utf-8"))
+                     for row in windows], dtype=np.int64)
+
+
+def evaluate(model, windows: np.ndarray, tokenizer, device, dtype, batch_size: int,
+             byte_counts: np.ndarray | None = None) -> dict:
     """Bits per byte of the windows' predicted tokens, with the standard error over batches."""
     import torch
 
+    if byte_counts is None:
+        byte_counts = window_bytes(windows, tokenizer)
     model.eval()
     per_batch = []
     nats_total, bytes_total, tokens_total = 0.0, 0, 0
@@ -182,8 +271,7 @@ def evaluate(model, windows: np.ndarray, tokenizer, device, dtype, batch_size: i
         for start in range(0, len(windows), batch_size):
             batch = windows[start:start + batch_size]
             nats, tokens = window_loss(model, batch, device, dtype)
-            text_bytes = sum(len(tokenizer.decode(row[1:].tolist(), skip_special_tokens=False).encode("utf-8"))
-                             for row in batch)
+            text_bytes = int(byte_counts[start:start + batch_size].sum())
             per_batch.append(nats.item() / math.log(2) / max(text_bytes, 1))
             nats_total += nats.item()
             bytes_total += text_bytes
@@ -195,10 +283,42 @@ def evaluate(model, windows: np.ndarray, tokenizer, device, dtype, batch_size: i
             "batches": len(per_batch)}
 
 
+def evaluate_sets(model, sets: dict[str, np.ndarray], tokenizer, device, dtype, batch_size: int,
+                  byte_counts: dict[str, np.ndarray]) -> dict:
+    return {name: evaluate(model, windows, tokenizer, device, dtype, batch_size, byte_counts[name])
+            for name, windows in sets.items()}
+
+
+def build_optimizer(model, cfg: TrainSettings):
+    """AdamW with weight decay on matrices only; the fused kernel where this build has it."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
+
+
+def train_step(model, optimizer, batches: list[np.ndarray], device, dtype, clip: float) -> float:
+    """One optimiser step over ``batches`` (gradient accumulation); returns the mean train loss."""
+    import torch
+
+    loss_sum = 0.0
+    for batch in batches:
+        nats, tokens = train_loss(model, batch, device, dtype)
+        (nats / tokens / len(batches)).backward()
+        loss_sum += nats.item() / tokens / len(batches)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
+
+
 # --- the loop ------------------------------------------------------------------------------------
 
 def train(spec: TrainSpec, out_dir: str, log=print) -> dict:
     import torch
+    from tqdm import tqdm
 
     import tokenizer as tk
 
@@ -207,14 +327,12 @@ def train(spec: TrainSpec, out_dir: str, log=print) -> dict:
     cfg = spec.train
     tokenizer = tk.load(spec.tokenizer)
     data = TokenWindows(spec.data, spec.model.seq_len, cfg.heldout_fraction)
-    heldout = data.heldout_windows(cfg.eval_batches * cfg.batch_size)
+    eval_sets = eval_windows(spec, data)
+    eval_bytes = {name: window_bytes(windows, tokenizer) for name, windows in eval_sets.items()}
     device, dtype = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(spec.model, tokenizer.get_vocab_size()).to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    optimizer = build_optimizer(model, cfg)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * spec.model.seq_len
     total_steps = max(1, cfg.tokens // tokens_per_step)
     rng = np.random.default_rng(cfg.seed)
@@ -229,46 +347,47 @@ def train(spec: TrainSpec, out_dir: str, log=print) -> dict:
         kept = [line for line in (out / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= step]
         (out / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))  # drop steps after the checkpoint
         log(f"train: resumed at step {step}")
-    metrics = open(out / "metrics.jsonl", "a")
+    metrics = open(out / "metrics.jsonl", "a" if step else "w")
+    progress = tqdm(total=total_steps, initial=step, desc=spec.name, unit="step", disable=None, leave=False)
     model.train()
     started = time.perf_counter() - elapsed
     while step < total_steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, total_steps, cfg)
-        loss_sum = 0.0
-        for _ in range(cfg.grad_accum):
-            nats, tokens = window_loss(model, data.train_batch(rng, cfg.batch_size), device, dtype)
-            (nats / tokens / cfg.grad_accum).backward()
-            loss_sum += nats.item() / tokens / cfg.grad_accum
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        batches = [data.train_batch(rng, cfg.batch_size) for _ in range(cfg.grad_accum)]
+        loss_sum = train_step(model, optimizer, batches, device, dtype, cfg.clip)
         step += 1
         seconds = time.perf_counter() - started
         record = {"step": step, "tokens": step * tokens_per_step, "train_loss": loss_sum,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                   "tokens_per_s": round(step * tokens_per_step / seconds, 1)}
         if step % cfg.eval_every == 0 or step == total_steps:
-            record["eval"] = evaluate(model, heldout, tokenizer, device, dtype, cfg.batch_size)
-            log(f"step {step}/{total_steps} loss {loss_sum:.3f} heldout {record['eval']['bits_per_byte']:.4f} bpb "
-                f"{record['tokens_per_s']:.0f} tok/s")
+            record["eval"] = evaluate_sets(model, eval_sets, tokenizer, device, dtype, cfg.batch_size, eval_bytes)
+            bpb = " ".join(f"{name} {e['bits_per_byte']:.4f}" for name, e in record["eval"].items())
+            log(f"step {step}/{total_steps} loss {loss_sum:.3f} bpb: {bpb} {record['tokens_per_s']:.0f} tok/s")
         metrics.write(json.dumps(record) + "\n")
         metrics.flush()
+        progress.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+        progress.update()
         if step % cfg.checkpoint_every == 0 and step < total_steps:
             checkpoint.parent.mkdir(exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                         "rng": rng.bit_generator.state, "elapsed": seconds}, checkpoint.with_suffix(".tmp"))
             checkpoint.with_suffix(".tmp").replace(checkpoint)
     metrics.close()
-    final = evaluate(model, heldout, tokenizer, device, dtype, cfg.batch_size)
+    progress.close()
+    final = evaluate_sets(model, eval_sets, tokenizer, device, dtype, cfg.batch_size, eval_bytes)
     model_dir = out / "model"
     model.save_pretrained(model_dir)
     tk.save(tokenizer, model_dir)
     summary = {"name": spec.name, "steps": total_steps, "tokens": total_steps * tokens_per_step,
                "tokens_per_step": tokens_per_step, "final_train_loss": loss_sum if total_steps else None,
-               "heldout": final, "seconds": round(time.perf_counter() - started, 3), "device": str(device),
+               "eval": final, "seconds": round(time.perf_counter() - started, 3), "device": str(device),
                "dtype": str(dtype).removeprefix("torch."), "parameters": sum(p.numel() for p in model.parameters()),
-               "model_dir": str(model_dir), "eval_windows": int(len(heldout)),
+               "model_dir": str(model_dir),
+               "eval_sets": {name: {"windows": int(len(w)), "data": spec.data if name == "heldout" else
+                                    next(e.data for e in spec.eval if e.name == name)} for name, w in eval_sets.items()},
+               "spec": spec.model_dump(),
                "vocab_size": tokenizer.get_vocab_size()}
     write_json_atomic(out / "train.json", summary)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -291,9 +410,12 @@ def plot_metrics(records: list[dict], path: Path, title: str) -> None:
     left.plot([r["tokens"] for r in records], [r["train_loss"] for r in records], lw=1)
     left.set(xlabel="tokens", ylabel="train loss (nats/token)", title=title)
     evals = [r for r in records if "eval" in r]
-    right.errorbar([r["tokens"] for r in evals], [r["eval"]["bits_per_byte"] for r in evals],
-                   yerr=[r["eval"]["bpb_stderr"] for r in evals], marker="o", ms=3, capsize=2)
-    right.set(xlabel="tokens", ylabel="held-out bits per byte", title="held-out")
+    for name in (evals[0]["eval"] if evals else {}):
+        right.errorbar([r["tokens"] for r in evals], [r["eval"][name]["bits_per_byte"] for r in evals],
+                       yerr=[r["eval"][name]["bpb_stderr"] for r in evals], marker="o", ms=3, capsize=2, label=name)
+    right.set(xlabel="tokens", ylabel="held-out bits per byte", title="held-out sets")
+    if evals:
+        right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -316,7 +438,13 @@ def write_model_card(spec: TrainSpec, summary: dict, model_dir: Path) -> None:
     hours = summary["seconds"] / 3600
     hardware = (torch.cuda.get_device_name(0) if summary["device"].startswith("cuda")
                 else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
-    heldout = summary["heldout"]
+    eval_rows = [f"| {name} | `{summary['eval_sets'][name]['data']}` | {summary['eval_sets'][name]['windows']} | "
+                 f"{e['tokens']:,} | {e['bytes']:,} | **{e['bits_per_byte']:.4f}** | {e['bpb_stderr']:.4f} | "
+                 f"{e['loss']:.4f} |" for name, e in summary["eval"].items()]
+    windows = sum(s["windows"] for s in summary["eval_sets"].values())
+    tail = (f"The last {cfg.heldout_fraction:.0%} of each token file is held out for evaluation (set `heldout`)."
+            if cfg.heldout_fraction else "Every token of the training files is trained on; the held-out sets are "
+            "separate folders.")
     lines = [
         "---", "library_name: transformers", "pipeline_tag: text-generation", "license: other",
         "tags:", "- falcon", "- refinery", "- ablation", "---", "",
@@ -332,7 +460,7 @@ def write_model_card(spec: TrainSpec, summary: dict, model_dir: Path) -> None:
         f"{summary['tokens']:,} tokens; it does not produce reliable or useful text.", "",
         "## Bias, risks, and limitations", "",
         "It reproduces whatever its web and curated sources contain, including their biases and errors; "
-        f"the held-out figures below come from {summary['eval_windows']} windows of the same corpus and carry "
+        f"the held-out figures below come from {windows} windows of {m.seq_len + 1} tokens and carry "
         "the stated noise.", "",
         "## How to get started with the model", "",
         "```python", "from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast",
@@ -346,7 +474,7 @@ def write_model_card(spec: TrainSpec, summary: dict, model_dir: Path) -> None:
         "",
         "| source | tokens in the mix | share |", "|---|---:|---:|",
         *[f"| {name} | {s['tokens']:,} | {s['achieved_share']:.2%} |" for name, s in sources.items()],
-        "", f"The last {cfg.heldout_fraction:.0%} of each token file is held out for evaluation.", "",
+        "", tail, "",
         "### Training procedure", "",
         f"AdamW (betas 0.9/0.95, weight decay {cfg.weight_decay} on matrices), learning rate {cfg.lr} with "
         f"{cfg.warmup_steps} warmup steps and cosine decay to {cfg.min_lr}, gradient clipping {cfg.clip}, "
@@ -357,10 +485,11 @@ def write_model_card(spec: TrainSpec, summary: dict, model_dir: Path) -> None:
         f"{summary['tokens']:,} tokens in {summary['seconds']:.0f} s ({summary['tokens'] / summary['seconds']:.0f} "
         f"tokens/s) on {summary['device']}; {summary['parameters']:,} parameters.", "",
         "## Evaluation", "",
-        f"Held-out bits per byte: **{heldout['bits_per_byte']:.4f}** (standard error over {heldout['batches']} "
-        f"batches: {heldout['bpb_stderr']:.4f}); {heldout['tokens']:,} predicted tokens covering "
-        f"{heldout['bytes']:,} bytes; mean loss {heldout['loss']:.4f} nats/token. Final train loss "
-        f"{summary['final_train_loss']:.4f}.", "",
+        "Bits per byte (a tokenizer-independent loss: summed NLL / ln 2 / UTF-8 bytes of the predicted "
+        "tokens) on each held-out set, with its standard error over eval batches:", "",
+        "| set | tokens from | windows | predicted tokens | bytes | bits per byte | std. error | loss (nats/token) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|", *eval_rows, "",
+        f"Final train loss {summary['final_train_loss']:.4f} nats/token.", "",
         "## Environmental impact", "",
         f"Hardware: {hardware}. Hours used: {hours:.3f}. Cloud provider and region: not applicable "
         "(local machine); carbon emitted: not measured.", "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -18,6 +19,7 @@ def token_run(tmp_path_factory):
     out = tmp / "out"
     config = yaml.safe_load(small_mix(tmp).read_text())
     config["tokenize"]["max_file_tokens"] = 100_000
+    config["sources"][0]["heldout_fraction"] = 0.2  # prose records kept out: the eval set `prose`
     (tmp / "mix.yaml").write_text(yaml.safe_dump(config))
     assert run_cli_inprocess("run", tmp / "mix.yaml", "--output", out, "--scheduler", "sync").returncode == 0
     return out
@@ -27,7 +29,8 @@ def train_config(tmp_path, token_run, **train) -> str:
     config = {"name": "t", "data": str(token_run / "tokens"), "tokenizer": str(token_run / "tokenizer"),
               "model": {"layers": 1, "hidden_size": 32, "heads": 4, "seq_len": 32},
               "train": {"tokens": 4000, "batch_size": 4, "eval_every": 10, "eval_batches": 2,
-                        "warmup_steps": 3, "heldout_fraction": 0.2, **train}}
+                        "warmup_steps": 3, "heldout_fraction": 0.2, **train},
+              "eval": [{"name": "prose", "data": str(token_run / "heldout" / "prose")}]}
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
@@ -47,21 +50,33 @@ def test_trains_evaluates_and_reloads(tmp_path, token_run):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == summary["steps"] == 4000 // (4 * 32)
     assert records[-1]["train_loss"] < records[0]["train_loss"]
-    assert "eval" in records[-1] and summary["heldout"]["bits_per_byte"] > 0
+    assert set(records[-1]["eval"]) == {"heldout", "prose"}
+    assert summary["eval"]["heldout"]["bits_per_byte"] > 0 and summary["eval"]["prose"]["bits_per_byte"] > 0
+    stats = json.loads((token_run / "stats.json").read_text())
+    assert stats["heldout"]["prose"]["documents"] > 0
+    held = set(pq.read_table(token_run / "sources" / "prose" / "heldout").column("id").to_pylist())
+    trained = set(pq.read_table(token_run / "documents").column("id").to_pylist())
+    assert held and not held & trained  # held-out records never reach the mix
 
     model = AutoModelForCausalLM.from_pretrained(out / "model", local_files_only=True)
     assert model.config.multi_query and model.config.parallel_attn and not model.config.bias
     tokenizer = tk.load(out / "model")
     windows = TokenWindows(str(token_run / "tokens"), 32, 0.2).heldout_windows(2 * 4)
     again = evaluate(model, windows, tokenizer, torch.device("cpu"), torch.float32, 4)
-    assert abs(again["loss"] - summary["heldout"]["loss"]) < 1e-4
+    assert abs(again["loss"] - summary["eval"]["heldout"]["loss"]) < 1e-4
+    x = torch.as_tensor(windows)  # and with a plain cross-entropy on the reloaded model's logits
+    with torch.no_grad():
+        logits = model(input_ids=x[:, :-1]).logits
+    direct = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+    assert abs(direct.item() - summary["eval"]["heldout"]["loss"]) < 1e-4
     card = (out / "model" / "README.md").read_text()
     for section in ("## Model details", "## Uses", "Out-of-scope use", "## Bias, risks, and limitations",
                     "## How to get started with the model", "### Training data", "### Training procedure",
                     "### Speeds, sizes, times", "## Evaluation", "## Environmental impact",
                     "## Technical specifications", "## Citation"):
         assert section in card, section
-    assert f"{summary['heldout']['bits_per_byte']:.4f}" in card and "n/a" not in card
+    assert f"{summary['eval']['heldout']['bits_per_byte']:.4f}" in card and "n/a" not in card
+    assert f"{summary['eval']['prose']['bits_per_byte']:.4f}" in card
     assert (out / "loss.png").stat().st_size > 1000
     generated = model.generate(torch.tensor([tokenizer.encode("the river").ids]), max_new_tokens=5, do_sample=False)
     assert generated.shape[1] > 2
@@ -74,18 +89,18 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, token_run, monk
     spec = trainer.parse_train(read_yaml(train_config(tmp_path, token_run, checkpoint_every=10)))
     full = trainer.train(spec, str(tmp_path / "full"))
 
-    real_loss, calls = trainer.window_loss, {"n": 0}
+    real_loss, calls = trainer.train_loss, {"n": 0}
 
     def interrupted(*args):
         calls["n"] += 1
-        if calls["n"] == 25:  # step 21 (the evals at steps 10 and 20 add 2 calls each): after the step-20 checkpoint
+        if calls["n"] == 21:  # step 21: after the step-20 checkpoint
             raise KeyboardInterrupt
         return real_loss(*args)
 
-    monkeypatch.setattr(trainer, "window_loss", interrupted)
+    monkeypatch.setattr(trainer, "train_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(spec, str(tmp_path / "resumed"))
-    monkeypatch.setattr(trainer, "window_loss", real_loss)
+    monkeypatch.setattr(trainer, "train_loss", real_loss)
     assert (tmp_path / "resumed" / "checkpoint" / "state.pt").exists()
     resumed = trainer.train(spec, str(tmp_path / "resumed"))
 
@@ -94,7 +109,8 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, token_run, monk
 
     assert len(losses(tmp_path / "resumed")) == full["steps"]
     assert np.allclose(losses(tmp_path / "full"), losses(tmp_path / "resumed"), atol=1e-6)
-    assert resumed["heldout"]["loss"] == pytest.approx(full["heldout"]["loss"], abs=1e-5)
+    for name in ("heldout", "prose"):
+        assert resumed["eval"][name]["loss"] == pytest.approx(full["eval"][name]["loss"], abs=1e-5)
 
 
 def test_bad_train_config_names_the_key(tmp_path, token_run):
@@ -104,3 +120,41 @@ def test_bad_train_config_names_the_key(tmp_path, token_run):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     result = run_cli_inprocess("train", tmp_path / "bad.yaml", "--output", tmp_path / "x")
     assert result.returncode == 2 and result.stderr.startswith("refinery: config error: model.heads:")
+
+
+@pytest.mark.parametrize("chunk_elements", [1 << 23, 64 * 50])  # one chunk; several (64 rows each)
+def test_fused_output_layer_loss_matches_plain_cross_entropy(monkeypatch, chunk_elements):
+    import torch
+
+    import refinery.train as trainer
+
+    monkeypatch.setattr(trainer, "LOGIT_CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(0)
+    hidden = torch.randn(300, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (300,))
+    fused = trainer.linear_cross_entropy(hidden, weight, targets)
+    (fused * 0.5).backward()
+    fused_grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad, weight.grad = None, None
+    plain = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="sum")
+    (plain * 0.5).backward()
+    assert torch.allclose(fused.double(), plain, rtol=1e-6)
+    assert torch.allclose(fused_grads[0], hidden.grad, atol=1e-10)
+    assert torch.allclose(fused_grads[1], weight.grad, atol=1e-10)
+
+
+def test_training_loss_equals_the_model_forward(token_run):
+    import torch
+
+    import tokenizer as tk
+    from refinery.train import ModelSettings, build_model, train_loss, window_loss
+
+    torch.manual_seed(0)
+    model = build_model(ModelSettings(layers=1, hidden_size=32, heads=4, seq_len=32),
+                        tk.load(token_run / "tokenizer").get_vocab_size())
+    batch = np.random.default_rng(0).integers(0, 300, size=(4, 33))
+    fused, _ = train_loss(model, batch, torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        plain, _ = window_loss(model, batch, torch.device("cpu"), torch.float32)
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-5)

@@ -1,0 +1,145 @@
+"""`refinery ablate`: variants cut from one pipeline, one tokenizer, the same model and budget,
+the same held-out sets, and nothing held out ever trained on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from support import REPO, run_cli_inprocess
+
+FILTERS = ["url_filter", "language_prefilter", "extract", "language_id"]
+
+
+def ablation_config(tmp_path: Path, **overrides) -> Path:
+    reference = tmp_path / "reference.jsonl"
+    words = "a quiet harbour town keeps its boats painted blue and its nets mended by hand".split()
+    with open(reference, "w") as f:
+        for n in range(40):
+            f.write(json.dumps({"id": f"r{n}", "text": " ".join(words[(n * k) % len(words)] for k in range(60))}) + "\n")
+    config = {
+        "name": "small-ablation", "base": str(REPO / "configs" / "english.yaml"),
+        "variants": [
+            {"name": "raw", "stages": FILTERS, "dedup": []},
+            {"name": "filtered", "stages": FILTERS + ["gopher_repetition", "gopher_quality", "line_filter"],
+             "dedup": []},
+            {"name": "refined"},
+        ],
+        "heldout_fraction": 0.2,
+        "eval": [{"name": "web", "variant": "refined"}, {"name": "reference", "paths": [str(reference)]}],
+        "tokenize": {"vocab_size": 600},
+        "model": {"layers": 1, "hidden_size": 32, "heads": 4, "seq_len": 32},
+        "train": {"tokens": 12000, "batch_size": 4, "eval_every": 20, "eval_batches": 2, "warmup_steps": 3},
+        "seeds": [1, 2],
+        **overrides,
+    }
+    path = tmp_path / "ablation.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ablation")
+    out = tmp / "out"
+    result = run_cli_inprocess("ablate", ablation_config(tmp), "--output", out, "--scheduler", "sync")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp, out, result
+
+
+def test_every_variant_trains_the_same_model_on_the_same_budget(ablation):
+    _, out, result = ablation
+    report = json.loads((out / "ablation.json").read_text())
+    variants = report["variants"]
+    assert list(variants) == ["raw", "filtered", "refined"]
+    assert len({(v["steps"], v["tokens_trained"]) for v in variants.values()}) == 1
+    assert report["budget_tokens"] == variants["raw"]["tokens_trained"] == (12000 // (4 * 32)) * 4 * 32
+    # each variant keeps less than the one before it, and the refined one ran the dedup stages
+    assert variants["raw"]["train_tokens"] > variants["filtered"]["train_tokens"] > variants["refined"]["train_tokens"]
+    assert variants["refined"]["dedup"] == ["exact_dedup", "minhash_dedup", "url_dedup", "substring_dedup"]
+    assert variants["raw"]["stages"] == FILTERS and variants["raw"]["dedup"] == []
+    for variant in variants.values():
+        assert variant["epochs"] == pytest.approx(variant["tokens_trained"] / variant["train_tokens"], rel=1e-3)
+        for name in ("web", "reference"):
+            entry = variant["eval"][name]
+            assert len(entry["per_seed"]) == 2 and entry["seed_std"] is not None and entry["bits_per_byte"] > 0
+            assert entry["bits_per_byte"] == pytest.approx(np.mean(entry["per_seed"]))
+    # the same eval windows for every variant and seed
+    windows = {json.loads((Path(d).parent / "train.json").read_text())["eval"]["web"]["tokens"]
+               for v in variants.values() for d in v["model_dirs"]}
+    assert len(windows) == 1
+    assert set(report["ordering"]) == {"web", "reference"}
+
+    table = (out / "ablation.md").read_text()
+    for name in variants:
+        assert f"| **{name}** |" in table
+    assert "web bpb" in table and "reference bpb" in table and "mean over seeds" in table
+    assert (out / "ablation.png").stat().st_size > 5000
+    assert "table:" in result.stdout and "refined:" in result.stdout
+
+
+def test_held_out_documents_are_never_trained_on(ablation):
+    import tokenizer as tk
+    from refinery.minhash import normalize
+    from refinery.mix import heldout
+    from refinery.train import open_megatron
+
+    tmp, out, _ = ablation
+    tokenizer = tk.load(out / "tokenizer")
+
+    def documents(folder: Path) -> list[str]:
+        texts = []
+        for idx in sorted(folder.glob("*.idx")):
+            tokens = np.asarray(open_megatron(Path(str(idx)[:-4])))
+            ends = np.flatnonzero(tokens == tk.EOS_ID)
+            starts = np.concatenate(([0], ends[:-1] + 1))
+            texts += [tokenizer.decode(tokens[s:e].tolist()) for s, e in zip(starts, ends)]
+        return texts
+
+    held = {normalize(t) for t in documents(out / "eval" / "web")}
+    assert held
+    for variant in ("raw", "filtered", "refined"):
+        trained = {normalize(t) for t in documents(out / "variants" / variant / "tokens")}
+        assert trained and not trained & held, variant
+    # the reference set is exactly the records whose id hashes into the held-out part
+    expected = [json.loads(line)["text"] for line in (tmp / "reference.jsonl").read_text().splitlines()
+                if heldout(json.loads(line)["id"], 0.2)]
+    assert documents(out / "eval" / "reference") == expected
+
+
+def test_a_second_run_reuses_finished_work(ablation):
+    tmp, out, _ = ablation
+    before = json.loads((out / "ablation.json").read_text())
+    again = run_cli_inprocess("ablate", tmp / "ablation.yaml", "--output", out, "--scheduler", "sync")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stderr.count("done before, reused") == 6
+    after = json.loads((out / "ablation.json").read_text())
+    for name, variant in before["variants"].items():
+        assert after["variants"][name]["eval"] == variant["eval"]
+        assert after["variants"][name]["train_tokens"] == variant["train_tokens"]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"variants": [{"name": "raw", "stages": ["extract", "no_such_stage"]}, {"name": "refined"}]}, "variants[0].stages"),
+    ({"eval": [{"name": "web", "variant": "nope"}]}, "eval[0].variant"),
+    ({"train": {"seed": 3}}, "train.seed"),
+    ({"seeds": []}, "seeds"),
+    ({"model": {"hidden_size": 30, "heads": 4}}, "model.heads"),
+])
+def test_bad_ablation_config_names_the_key(tmp_path, overrides, key):
+    result = run_cli_inprocess("ablate", ablation_config(tmp_path, **overrides), "--output", tmp_path / "out")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"refinery: config error: {key}:"), result.stderr
+
+
+def test_the_shipped_ablation_config_is_valid():
+    from refinery.ablate import parse_ablation
+    from refinery.config import read_yaml
+
+    spec = parse_ablation(read_yaml(REPO / "configs" / "ablation.yaml"))
+    assert [v.name for v in spec.variants] == ["raw", "filtered", "refined"]
+    assert spec.model.model_dump() == read_yaml(REPO / "configs" / "train" / "tiny-falcon.yaml")["model"]
