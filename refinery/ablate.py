@@ -324,6 +324,9 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
             raise ConfigError("heldout_fraction" if name in eval_sets else "variants",
                               f"{name} has {counts['tokens']} tokens, less than one window of {spec.model.seq_len + 1}")
 
+    for variant in spec.variants:
+        write_variant_card(spec, out, variant, pipelines[variant.name], data[variant.name], tokenizer_path)
+
     runs = {}
     for variant in spec.variants:
         for seed in spec.seeds:
@@ -347,6 +350,31 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
     plot_curves(spec, runs, out / "ablation.png")
     (out / "ablation.md").write_text(render_markdown(spec, result))
     return result
+
+
+def write_variant_card(spec: AblationSpec, out: Path, variant: VariantSpec, pipeline: dict, counts: dict,
+                       tokenizer_path: str) -> None:
+    """``tokens/manifest.json`` and a short dataset card for one variant's training data, which the
+    trained models' cards link to."""
+    import tokenizer as tk
+
+    folder = out / "variants" / variant.name
+    train = counts["train"]
+    write_json_atomic(folder / "tokens" / "manifest.json", {
+        "name": f"{spec.name}-{variant.name}", "tokens": train["tokens"], "documents": train["documents"],
+        "tokenizer": {"path": tokenizer_path, "sha256": tk.file_hash(tokenizer_path)},
+        "sources": {variant.name: {**train, "achieved_share": 1.0}}})
+    stages = " → ".join(pipeline["stages"] + pipeline["dedup"])
+    (folder / "README.md").write_text("\n".join([
+        "---", "license: other", "tags:", "- refinery", "- ablation", "---", "",
+        f"# {spec.name}: variant `{variant.name}`", "",
+        f"{variant.description or variant.name}. Built by `refinery ablate` from "
+        f"`{', '.join(spec.input or ['the base config inputs'])}` through `{spec.base}` with these stages: {stages}.",
+        "", f"- {pipeline['records']:,} input records, {pipeline['documents']:,} documents kept by the pipeline.",
+        f"- Train part: {train['documents']:,} documents, {train['tokens']:,} tokens in `tokens/`.",
+        f"- Held out: {counts['heldout']['documents']:,} documents ({counts['heldout']['tokens']:,} tokens), chosen "
+        f"by a hash of their normalised text ({spec.heldout_fraction:.0%}); never trained on.",
+        "- Pipeline output, funnel and stats: `run/` (`run/stats.json`).", ""]))
 
 
 # --- results -------------------------------------------------------------------------------------

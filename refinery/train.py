@@ -429,6 +429,8 @@ def write_model_card(spec: TrainSpec, summary: dict, model_dir: Path) -> None:
     import torch
     import transformers
 
+    import tokenizer as tk
+
     data = Path(spec.data)
     manifest_path = data / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -469,8 +471,9 @@ def write_model_card(spec: TrainSpec, summary: dict, model_dir: Path) -> None:
         'ids = tokenizer("The river", return_tensors="pt").input_ids',
         "print(tokenizer.decode(model.generate(ids, max_new_tokens=20)[0]))", "```", "",
         "## Training details", "", "### Training data", "",
-        f"Token shards from `{spec.data}` (dataset card: `{dataset_card}`), "
-        f"tokenizer sha256 `{manifest.get('tokenizer', {}).get('sha256', 'n/a')[:16]}`, seed {manifest.get('seed', 'n/a')}.",
+        f"Token shards from `{spec.data}` (dataset card: `{dataset_card}`), tokenizer `{spec.tokenizer}` "
+        f"(sha256 `{tk.file_hash(spec.tokenizer)[:16]}`)"
+        + (f", mix seed {manifest['seed']}." if "seed" in manifest else "."),
         "",
         "| source | tokens in the mix | share |", "|---|---:|---:|",
         *[f"| {name} | {s['tokens']:,} | {s['achieved_share']:.2%} |" for name, s in sources.items()],

@@ -79,6 +79,11 @@ def test_every_variant_trains_the_same_model_on_the_same_budget(ablation):
         assert f"| **{name}** |" in table
     assert "web bpb" in table and "reference bpb" in table and "mean over seeds" in table
     assert (out / "ablation.png").stat().st_size > 5000
+    # every model card is filled from the run, its training data described by the variant's card
+    for name, variant in variants.items():
+        card = (Path(variant["model_dirs"][0]) / "README.md").read_text()
+        assert "n/a" not in card and f"variants/{name}/README.md" in card and f"| {name} |" in card
+        assert (out / "variants" / name / "README.md").read_text().startswith("---\n")
     assert "table:" in result.stdout and "refined:" in result.stdout
 
 
