@@ -66,6 +66,28 @@ def _file_drop(shard_name: str, reason: str) -> Drop:
     return Drop(Document(id=f"{shard_name}:{reason}", url=""), reason)
 
 
+def _clipped_tail(path: str, last_pos: int) -> bool:
+    """Whether a gzipped file goes on, after its last whole record's member, with bytes that made
+    no record: a file cut inside a gzip header or a WARC header, which fastwarc skips silently."""
+    with open_input(path) as stream:
+        if stream.read(2) != b"\x1f\x8b":
+            return False
+        stream.seek(last_pos)
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            while not inflater.eof:
+                chunk = stream.read(1 << 16)
+                if not chunk:  # the last record's own member is cut: that record was counted already
+                    return False
+                inflater.decompress(chunk, 1 << 20)
+                while inflater.unconsumed_tail and not inflater.eof:
+                    inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+        except zlib.error:
+            return False
+        rest = inflater.unused_data + stream.read(1 << 16)
+    return bool(rest.strip(b"\0"))
+
+
 def _plain_head(head: bytes) -> bytes:
     """The first bytes of the first record, through one gzip member if the file is gzipped."""
     if head[:2] == b"\x1f\x8b":
@@ -124,15 +146,21 @@ class WarcReader(SourceStage):
         with open_input(path) as stream:
             # auto_decode stays off: many archives keep "chunked"/"gzip" headers on bodies stored decoded.
             iterator = ArchiveIterator(stream, parse_http=True, quirks_mode=True, auto_decode="none")
+            last_pos = None
             while True:
                 try:
                     record = next(iterator)
                 except StopIteration:
-                    return
+                    break
                 except Exception:  # noqa: BLE001 - a corrupt archive ends its shard, counted once
                     yield _file_drop(shard_name, "unreadable_archive")
                     return
+                last_pos = record.stream_pos
                 yield self._from_fastwarc(record, shard_name)
+        if last_pos is not None and _clipped_tail(path, last_pos):
+            yield _file_drop(shard_name, "truncated")
+
+
 
     def _from_fastwarc(self, record, shard_name: str) -> Document | Drop:
         kind = str(record.record_type).rsplit(".", 1)[-1]

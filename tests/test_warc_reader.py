@@ -219,6 +219,26 @@ def test_gzip_member_cut_in_the_middle_is_truncated(sample_shard, tmp_path, frac
     assert isinstance(items[-1], Drop) and items[-1].reason == "truncated"
 
 
+@pytest.mark.parametrize("extra", [2, 15, 40])  # inside the next gzip header, or its WARC header
+def test_a_file_cut_just_after_a_member_boundary_is_truncated(sample_shard, tmp_path, extra):
+    data = sample_shard.read_bytes()
+    members = gzip_members(data)
+    full = read_all(sample_shard)
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes(data[:members[10][1] + extra])
+    items = read_all(cut)
+    check_items(items)
+    assert outcome_counts(items[:-1]) == outcome_counts(full[:11])
+    assert isinstance(items[-1], Drop) and items[-1].reason == "truncated"
+
+
+def test_a_whole_file_has_no_clipped_tail(sample_shard, tmp_path):
+    data = sample_shard.read_bytes()
+    exact = tmp_path / "exact.warc.gz"
+    exact.write_bytes(data[:gzip_members(data)[10][1]])  # cut exactly on a member boundary: nothing lost to see
+    assert "truncated" not in outcome_counts(read_all(exact))
+
+
 @pytest.mark.shared
 def test_real_shard_cut_in_half_is_truncated(tmp_path):
     data = shared_path("web", "dev-00000.warc.gz").read_bytes()
