@@ -32,16 +32,12 @@ from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from refinery.config import ConfigError, RunConfig, _first_error
+from refinery.config import ConfigError, RunConfig, _first_error, _Strict
 from refinery.io import write_json_atomic
 from refinery.mix import heldout
 from refinery.train import EvalSet, ModelSettings, TrainSettings, TrainSpec
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class VariantSpec(_Strict):
@@ -137,16 +133,20 @@ def variant_config(spec: AblationSpec, variant: VariantSpec, key: str = "variant
 
 # --- the held-out split --------------------------------------------------------------------------
 
-def split_documents(documents: Path, fraction: float) -> dict[str, bool]:
-    """Per id in a documents Parquet file, whether its normalised text is held out (so exact
-    copies of a held-out document are held out with it)."""
+def heldout_text(text: str, fraction: float) -> bool:
+    """A crawl document is held out by its normalised text, so its exact copies go with it."""
     from refinery.minhash import normalize
 
+    return heldout(normalize(text), fraction)
+
+
+def split_documents(documents: Path, fraction: float) -> dict[str, bool]:
+    """Per id in a documents Parquet file, whether it is held out."""
     split = {}
     if documents.exists():
         for batch in pq.ParquetFile(documents).iter_batches(columns=["id", "text"], batch_size=1024):
             for doc_id, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
-                split[doc_id] = heldout(normalize(text), fraction)
+                split[doc_id] = heldout_text(text, fraction)
     return split
 
 
@@ -154,7 +154,6 @@ def tokenize_shard(stem: str, spec: AblationSpec, tokenizer_path: str, out_dir: 
     """One input shard: every variant's train documents into its token folder, and the held-out
     documents of the variants that eval sets name into those sets' folders."""
     import tokenizer as tk
-    from refinery.minhash import normalize
     from refinery.tokens import TokenShardWriter, encode_documents, token_dtype
 
     out = Path(out_dir)
@@ -174,7 +173,7 @@ def tokenize_shard(stem: str, spec: AblationSpec, tokenizer_path: str, out_dir: 
             for doc_id, text, tokens in zip(ids, texts, encode_documents(tokenizer, texts, tk.EOS_ID, dtype)):
                 is_heldout = first_split.get(doc_id)
                 if is_heldout is None:  # not in the first variant: split on its own text
-                    is_heldout = heldout(normalize(text), spec.heldout_fraction)
+                    is_heldout = heldout_text(text, spec.heldout_fraction)
                 part = "heldout" if is_heldout else "train"
                 counts[part]["documents"] += 1
                 counts[part]["tokens"] += len(tokens)
@@ -196,53 +195,22 @@ def tokenize_reference(name: str, path: str, reference: ReferenceSet, fraction: 
     """The held-out records of one curated file (split by record id) into ``OUTPUT/eval/NAME/``."""
     import tokenizer as tk
     from refinery.io import InputShard
-    from refinery.mix import SourceSpec, _format, _records
-    from refinery.tokens import TokenShardWriter, encode_documents, token_dtype
+    from refinery.mix import SourceSpec, curated_texts
+    from refinery.tokens import write_token_file
 
     source = SourceSpec(name=name, paths=[path], text_field=reference.text_field, id_field=reference.id_field,
                         format=reference.format)
-    tokenizer = tk.load(tokenizer_path)
-    stem = InputShard.for_path(path).shard_id
-    writer, documents, records = None, 0, 0
-    texts = []
-    for n, record in enumerate(_records(Path(path), source)):
+    records, texts = 0, []
+    for record_id, text in curated_texts(path, source):
         records += 1
-        if heldout(str(record.get(reference.id_field, f"{stem}:{n}")), fraction):
-            text = _format(record, source)
-            if text:
-                texts.append(text)
-    for tokens in encode_documents(tokenizer, texts, tk.EOS_ID, token_dtype(tokenizer.get_vocab_size())):
-        if writer is None:
-            writer = TokenShardWriter(Path(out_dir) / "eval" / name, stem, tokenizer.get_vocab_size(), ("megatron",))
-        writer.add(tokens)
-        documents += 1
-    tokens = writer.tokens if writer else 0
-    if writer:
-        writer.close()
-    return {"set": name, "path": path, "records": records, "documents": documents, "tokens": tokens}
+        if text and heldout(record_id, fraction):
+            texts.append(text)
+    tokens = write_token_file(Path(out_dir) / "eval" / name, InputShard.for_path(path).shard_id,
+                              tk.load(tokenizer_path), texts, tk.EOS_ID)
+    return {"set": name, "path": path, "records": records, "documents": len(texts), "tokens": tokens}
 
 
 # --- the run -------------------------------------------------------------------------------------
-
-def _train_texts(spec: AblationSpec, out: Path):
-    """The first variant's train documents, for the tokenizer."""
-    from refinery.minhash import normalize
-
-    for path in sorted((out / "variants" / spec.variants[0].name / "run" / "documents").glob("*.parquet")):
-        for batch in pq.ParquetFile(path).iter_batches(columns=["text"], batch_size=1024):
-            for text in batch.column("text").to_pylist():
-                if not heldout(normalize(text), spec.heldout_fraction):
-                    yield text
-
-
-def _sample(texts, max_bytes: int):
-    total = 0
-    for text in texts:
-        if total >= max_bytes:
-            return
-        total += len(text.encode("utf-8", "surrogatepass"))
-        yield text
-
 
 def train_spec(spec: AblationSpec, out: Path, variant: str, seed: int, tokenizer_path: str) -> TrainSpec:
     return TrainSpec(name=f"{variant}-seed{seed}", data=str(out / "variants" / variant / "tokens"),
@@ -267,7 +235,7 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
     out = Path(out_dir)
     started = time.perf_counter()
     run = spec.run.model_copy(update={"workers": workers}) if workers else spec.run
-    pipelines, shards = {}, None
+    pipelines = {}
     for variant in spec.variants:
         config = variant_config(spec, variant)
         config = with_overrides(config, inputs=spec.input, output=str(out / "variants" / variant.name / "run"),
@@ -283,8 +251,10 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
 
     if spec.tokenize.tokenizer == "train":
         log(f"tokenizer: training a {spec.tokenize.vocab_size:,}-token BPE on {spec.variants[0].name}'s train part")
-        tokenizer_path = str(tk.save(tk.train(_sample(_train_texts(spec, out), spec.tokenize.train_sample_bytes),
-                                              spec.tokenize.vocab_size), out / "tokenizer"))
+        first = sorted((out / "variants" / spec.variants[0].name / "run" / "documents").glob("*.parquet"))
+        texts = tk.sample_texts(first, spec.tokenize.train_sample_bytes,
+                                keep=lambda text: not heldout_text(text, spec.heldout_fraction))
+        tokenizer_path = str(tk.save(tk.train(texts, spec.tokenize.vocab_size), out / "tokenizer"))
     else:
         tokenizer_path = spec.tokenize.tokenizer
 

@@ -32,22 +32,18 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from refinery.config import ConfigError, RunConfig, _first_error
+from refinery.config import ConfigError, RunConfig, _first_error, _Strict
 from refinery.io import atomic_path, write_json_atomic
 
 KEY_BINS = 4096
 CHAT_ROLES = {"system": "System", "user": "User", "assistant": "Falcon", "falcon": "Falcon", "human": "User"}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SourceSpec(_Strict):
@@ -153,6 +149,16 @@ def _records(path: Path, source: SourceSpec):
                     yield json.loads(line)
 
 
+def curated_texts(path: str, source: SourceSpec) -> Iterator[tuple[str, str]]:
+    """(record id, formatted text) of each record of a curated file; the text is "" when the
+    record has none. A record without an id gets ``<shard id>:<position>``."""
+    from refinery.io import InputShard
+
+    stem = InputShard.for_path(path).shard_id
+    for n, record in enumerate(_records(Path(path), source)):
+        yield str(record.get(source.id_field, f"{stem}:{n}")), _format(record, source)
+
+
 def heldout(key: str, fraction: float) -> bool:
     """Whether a record is held out for evaluation: a hash of its key (a curated record's id, a
     crawl document's normalised text) below ``fraction``. `refinery ablate` splits the same way."""
@@ -167,17 +173,14 @@ def convert_curated_file(path: str, source: SourceSpec, out_dir: str) -> dict:
     from refinery.io import InputShard
     from refinery.shard import DOCUMENT_SCHEMA
 
-    file = Path(path)
     stem = InputShard.for_path(path).shard_id
     folder = "filtered" if source.dedup else "documents"
     target = Path(out_dir) / "sources" / source.name / folder / f"{stem}.parquet"
     rows, held, empty = [], [], 0
-    for n, record in enumerate(_records(file, source)):
-        text = _format(record, source)
+    for record_id, text in curated_texts(path, source):
         if not text:
             empty += 1
             continue
-        record_id = str(record.get(source.id_field, f"{stem}:{n}"))
         (held if heldout(record_id, source.heldout_fraction) else rows).append({
             "id": f"{source.name}/{record_id}", "url": "", "warc_date": "", "source": source.name,
             "language": source.languages[0] if len(source.languages) == 1 else "", "language_score": 1.0,
@@ -198,16 +201,12 @@ def tokenize_heldout(path: str, source: str, tokenizer_path: str, out_dir: str) 
     """A curated source's held-out documents -> OUTPUT/heldout/NAME/<shard>.bin/.idx (Megatron), an
     eval set for `refinery train` (configs/train/tiny-falcon.yaml)."""
     import tokenizer as tk
-    from refinery.tokens import TokenShardWriter, encode_documents, token_dtype
+    from refinery.tokens import write_token_file
 
-    tokenizer = tk.load(tokenizer_path)
-    writer = TokenShardWriter(Path(out_dir) / "heldout" / source, Path(path).stem, tokenizer.get_vocab_size(),
-                              ("megatron",))
     texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()  # a held-out part: small
-    for tokens in encode_documents(tokenizer, texts, tk.EOS_ID, token_dtype(tokenizer.get_vocab_size())):
-        writer.add(tokens)
-    writer.close()
-    return {"source": source, "documents": len(texts), "tokens": writer.tokens}
+    tokens = write_token_file(Path(out_dir) / "heldout" / source, Path(path).stem, tk.load(tokenizer_path), texts,
+                              tk.EOS_ID)
+    return {"source": source, "documents": len(texts), "tokens": tokens}
 
 
 def source_files(out: Path, name: str) -> list[Path]:

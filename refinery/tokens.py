@@ -69,6 +69,18 @@ def encode_documents(tokenizer, texts: list[str], eos_id: int, dtype: np.dtype) 
     return out
 
 
+def write_token_file(folder: str | Path, name: str, tokenizer, texts: list[str], eos_id: int) -> int:
+    """``texts`` (each ending with ``eos_id``) as one Megatron ``folder/name.bin/.idx``; returns the
+    tokens written. Nothing is written for no texts. For small held-out parts, encoded at once."""
+    if not texts:
+        return 0
+    writer = TokenShardWriter(folder, name, tokenizer.get_vocab_size(), ("megatron",))
+    for tokens in encode_documents(tokenizer, texts, eos_id, token_dtype(tokenizer.get_vocab_size())):
+        writer.add(tokens)
+    writer.close()
+    return writer.tokens
+
+
 class TokenShardWriter:
     """Writes one shard, ``folder/name`` plus each format's suffixes."""
 

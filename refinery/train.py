@@ -27,15 +27,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from refinery.config import ConfigError, _first_error
+from refinery.config import ConfigError, _first_error, _Strict
 from refinery.io import write_json_atomic
 from refinery.tokens import MEGATRON_HEADER
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSettings(_Strict):
@@ -112,12 +108,17 @@ def open_megatron(prefix: Path) -> np.ndarray:
     return np.memmap(f"{prefix}.bin", dtype=codes[head[17]], mode="r")
 
 
+def open_token_folder(folder: str) -> list[np.ndarray]:
+    """Every Megatron token file of a folder, in name order, memory-mapped."""
+    return [open_megatron(p.with_suffix("")) for p in sorted(Path(folder).glob("*.idx"))]
+
+
 class TokenWindows:
     """Windows of ``seq_len + 1`` tokens from a token folder, split into train and held-out parts."""
 
     def __init__(self, folder: str, seq_len: int, heldout_fraction: float):
         self.seq_len = seq_len
-        self.files = [open_megatron(p.with_suffix("")) for p in sorted(Path(folder).glob("*.idx"))]
+        self.files = open_token_folder(folder)
         self.train_ends = [int(len(f) * (1 - heldout_fraction)) for f in self.files]
         usable = [end - seq_len - 1 for end in self.train_ends]
         if max(usable, default=0) <= 0:
@@ -152,7 +153,7 @@ def eval_windows(spec: TrainSpec, data: TokenWindows) -> dict[str, np.ndarray]:
     count = spec.train.eval_batches * spec.train.batch_size
     sets = {"heldout": data.heldout_windows(count)} if spec.train.heldout_fraction else {}
     for eval_set in spec.eval:
-        files = [open_megatron(p.with_suffix("")) for p in sorted(Path(eval_set.data).glob("*.idx"))]
+        files = open_token_folder(eval_set.data)
         sets[eval_set.name] = fixed_windows(files, [0] * len(files), spec.model.seq_len, count)
     return sets
 

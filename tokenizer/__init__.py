@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 SPECIAL_TOKENS = [
     ">>TITLE<<", ">>ABSTRACT<<", ">>INTRODUCTION<<", ">>SUMMARY<<", ">>COMMENT<<", ">>ANSWER<<",
@@ -103,8 +103,10 @@ def save(tokenizer, out_dir: str | Path) -> Path:
     return out / "tokenizer.json"
 
 
-def sample_texts(paths: Iterable[str], max_bytes: int, column: str = "text") -> Iterator[str]:
-    """Texts from Parquet files, in order, until ``max_bytes`` of text were given."""
+def sample_texts(paths: Iterable[str], max_bytes: int, column: str = "text",
+                 keep: Callable[[str], bool] | None = None) -> Iterator[str]:
+    """Texts from Parquet files (those ``keep`` accepts), in order, until ``max_bytes`` of text
+    were given."""
     import pyarrow.parquet as pq
 
     given = 0
@@ -113,5 +115,7 @@ def sample_texts(paths: Iterable[str], max_bytes: int, column: str = "text") -> 
             for text in batch.column(0).to_pylist():
                 if given >= max_bytes:
                     return
+                if keep is not None and not keep(text):
+                    continue
                 given += len(text.encode("utf-8", "surrogatepass"))
                 yield text
