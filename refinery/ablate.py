@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, ValidationError, model_validator
 
 from refinery.config import ConfigError, RunConfig, _first_error, _Strict
-from refinery.io import write_json_atomic
+from refinery.io import write_json_atomic, write_text_atomic
 from refinery.mix import heldout
 from refinery.train import EvalSet, ModelSettings, TrainSettings, TrainSpec
 
@@ -318,7 +318,7 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
                        round(time.perf_counter() - started, 3))
     write_json_atomic(out / "ablation.json", result)
     plot_curves(spec, runs, out / "ablation.png")
-    (out / "ablation.md").write_text(render_markdown(spec, result))
+    write_text_atomic(out / "ablation.md", render_markdown(spec, result))
     return result
 
 
@@ -335,7 +335,7 @@ def write_variant_card(spec: AblationSpec, out: Path, variant: VariantSpec, pipe
         "tokenizer": {"path": tokenizer_path, "sha256": tk.file_hash(tokenizer_path)},
         "sources": {variant.name: {**train, "achieved_share": 1.0}}})
     stages = " → ".join(pipeline["stages"] + pipeline["dedup"])
-    (folder / "README.md").write_text("\n".join([
+    write_text_atomic(folder / "README.md", "\n".join([
         "---", "license: other", "tags:", "- refinery", "- ablation", "---", "",
         f"# {spec.name}: variant `{variant.name}`", "",
         f"{variant.description or variant.name}. Built by `refinery ablate` from "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -90,6 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sample-bytes", type=_positive_int, default=200_000_000, metavar="N",
                        help="train on at most N bytes of text, read in file order (default 200 MB)")
     run.add_argument("--dry-run", action="store_true", help="validate, list the shards and stages, and stop")
+
+    report = commands.add_parser(
+        "report", help="write OUTPUT/report.html: funnel, languages, dedup, mix, tokens, lengths, samples",
+        description="Writes a self-contained HTML report (inline SVG charts, no network) of a run or mix output.")
+    report.add_argument("output", metavar="OUTPUT", help="a `refinery run` output folder")
+    report.add_argument("--tokenizer", metavar="PATH", help="count BPE tokens per shard with this tokenizer.json "
+                                                           "(a pipeline run has none of its own)")
+    report.add_argument("--seed", type=int, default=0, help="which random samples are shown")
+
+    inspect = commands.add_parser(
+        "inspect", help="print kept or dropped documents with their URL, stage and reason",
+        description="Prints matching documents of OUTPUT: kept ones (documents/) and the dropped samples of each "
+                    "stage (dropped/STAGE/).",
+        epilog="examples:\n  refinery inspect runs/english --stage gopher_quality --reason too_few_alpha_words\n"
+               "  refinery inspect runs/english --stage kept --grep 'cookie|subscribe' --sample 3",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    inspect.add_argument("output", metavar="OUTPUT", help="a `refinery run` output folder")
+    inspect.add_argument("--stage", metavar="S", help="`kept`, or a stage whose dropped documents to show "
+                                                       "(default: all)")
+    inspect.add_argument("--reason", metavar="R", help="only documents dropped for this reason")
+    inspect.add_argument("--grep", metavar="PATTERN", help="only documents whose text or URL matches this "
+                                                           "regular expression (case-insensitive)")
+    inspect.add_argument("--sample", type=_positive_int, default=5, metavar="N", help="show N at random (default 5)")
+    inspect.add_argument("--seed", type=int, default=0, help="which random ones")
+    inspect.add_argument("--chars", type=_positive_int, default=1200, metavar="N",
+                         help="show at most N characters of each text (default 1200)")
     return parser
 
 
@@ -116,12 +143,24 @@ def main(argv: list[str] | None = None) -> int:
             return command_train(args)
         if args.command == "ablate":
             return command_ablate(args)
+        if args.command == "report":
+            return command_report(args)
+        if args.command == "inspect":
+            return command_inspect(args)
     except ConfigError as err:
         print(f"refinery: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         print("refinery: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        # every output is written to a temporary name and renamed when whole, so nothing is half-written
+        where = err.filename or getattr(args, "output_dir", None) or "the output"
+        print(f"refinery: could not write {where}: {os.strerror(err.errno)}; free some space and run the same "
+              "command again to resume", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -149,6 +188,7 @@ def command_run(args: argparse.Namespace) -> int:
         for shard in shards:
             print(f"  {shard.shard_id}  {shard.path}")
         return 0
+    args.output_dir = out_dir
     prepare_output(out_dir, force=args.force)
     with ConsoleProgress() as progress:
         stats = execute(config, shards, out_dir, scheduler=args.scheduler, progress=progress)
@@ -162,6 +202,39 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"  dedup removed {removed}; clusters: {os.path.join(out_dir, 'dedup', 'clusters.parquet')}")
     print(f"  documents: {os.path.join(out_dir, 'documents')}/*.parquet")
     print(f"  stats:     {os.path.join(out_dir, 'stats.json')}")
+    print(f"  report:    {_write_report(out_dir)}")
+    return 0
+
+
+def _write_report(out_dir: str) -> str:
+    from refinery.report import write_report
+
+    return str(write_report(out_dir))
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from refinery.config import ConfigError
+    from refinery.report import write_report
+
+    if not (Path(args.output) / "stats.json").is_file():
+        raise ConfigError("OUTPUT", f"no stats.json in {args.output!r}: not a finished `refinery run` output")
+    if args.tokenizer and not Path(args.tokenizer).exists():
+        raise ConfigError("--tokenizer", f"no tokenizer at {args.tokenizer!r}")
+    args.output_dir = args.output
+    print(f"report: {write_report(args.output, tokenizer=args.tokenizer, seed=args.seed)}")
+    return 0
+
+
+def command_inspect(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from refinery.inspection import Query, find, render
+
+    rows = find(args.output, Query(stage=args.stage, reason=args.reason, grep=args.grep, sample=args.sample,
+                                   seed=args.seed))
+    render(rows, Console(highlight=False), grep=args.grep, chars=args.chars)
     return 0
 
 
@@ -201,7 +274,14 @@ def command_mix(args: argparse.Namespace, raw: dict) -> int:
         for source in spec.sources:
             print(f"  {source.name}: {spec.mix.shares[source.name]:.1%} from {source.config or source.paths}")
         return 0
+    args.output_dir = out_dir
     prepare_output(out_dir, force=args.force)
+    if args.force:  # the pipeline sources' own markers too
+        import shutil
+        from pathlib import Path
+
+        for markers in Path(out_dir).glob("sources/*/_markers"):
+            shutil.rmtree(markers)
     stats = execute_mix(spec, out_dir, scheduler=args.scheduler, workers=args.workers,
                         log=lambda line: print(line, file=sys.stderr, flush=True))
     for line in stats["short"]:
@@ -212,6 +292,7 @@ def command_mix(args: argparse.Namespace, raw: dict) -> int:
               f"({source['tokens']:,} tokens, {source['documents']:,} documents)")
     print(f"  tokens:  {os.path.join(out_dir, 'tokens')}/ (manifest.json)")
     print(f"  card:    {os.path.join(out_dir, 'README.md')}")
+    print(f"  report:  {_write_report(out_dir)}")
     return 0
 
 
@@ -221,6 +302,7 @@ def command_train(args: argparse.Namespace) -> int:
 
     spec = parse_train(read_yaml(args.config))
     out_dir = args.output or spec.output or os.path.join("runs", "train", spec.name)
+    args.output_dir = out_dir
     summary = train(spec, out_dir, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f} s")
     for name, result in summary["eval"].items():
@@ -240,6 +322,7 @@ def command_ablate(args: argparse.Namespace) -> int:
         raw = {**raw, "input": list(args.input)}
     spec = parse_ablation(raw, args.config)
     out_dir = args.output or spec.output or os.path.join("runs", spec.name)
+    args.output_dir = out_dir
     prepare_output(out_dir, force=args.force)
     if args.force:
         import shutil

@@ -138,6 +138,10 @@ def prepare_output(out_dir: str, force: bool) -> None:
         probe.unlink()
     except OSError as err:
         raise ConfigError("output", f"output directory {out_dir!r} is not writable: {err.strerror}") from None
+    for pattern in ("*.tmp-[0-9]*", "*.tmp"):  # temporaries of a killed run: never finished outputs
+        for path in out.rglob(pattern):
+            if path.is_file():
+                path.unlink(missing_ok=True)
     if force:
         import shutil
 
@@ -174,7 +178,7 @@ def dask_client(run: RunConfig, scheduler: str | None):
             threads_per_worker=run.threads_per_worker,
             processes=True,
             dashboard_address=":0" if run.dashboard else None,
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,  # a failed task is reported once, by the driver
         )
         client = Client(cluster)
     try:

@@ -489,7 +489,7 @@ def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str, digest:
                             funnel[name].dropped[stage.reason] += 1
                             sampler.offer(name, Drop(doc, stage.reason, kept_id))
                             break
-                        funnel[name].docs_out += 1
+                        funnel[name].count_out(doc.language, doc.text)
                     else:
                         kept.append(doc)
                 if kept:

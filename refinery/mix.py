@@ -20,6 +20,9 @@ files (``paths:``: JSONL(.gz), Parquet, or folders of .txt). `refinery run` then
    same order;
 6. writes ``tokens/manifest.json``, the mix section of ``stats.json`` and the dataset card
    ``README.md``.
+
+Every task writes its outputs atomically and then a completion marker under ``_markers/mix/``
+(``refinery.io.mark_finished``), so a killed mix resumes where it stopped, with the same bytes.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -40,7 +42,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, ValidationError, model_validator
 
 from refinery.config import ConfigError, RunConfig, _first_error, _Strict
-from refinery.io import atomic_path, write_json_atomic
+from refinery.io import atomic_path, file_identity, finished_result, mark_finished, write_json_atomic, write_text_atomic
 
 KEY_BINS = 4096
 CHAT_ROLES = {"system": "System", "user": "User", "assistant": "Falcon", "falcon": "Falcon", "human": "User"}
@@ -72,6 +74,7 @@ class MixSettings(_Strict):
     shares: dict[str, float]
     total_tokens: int | None = Field(default=None, gt=0)
     seed: int = 1
+    allow_short: bool = False  # true: a source that cannot reach its share gives what it has (a warning)
 
 
 class TokenizeSettings(_Strict):
@@ -176,6 +179,10 @@ def convert_curated_file(path: str, source: SourceSpec, out_dir: str) -> dict:
     stem = InputShard.for_path(path).shard_id
     folder = "filtered" if source.dedup else "documents"
     target = Path(out_dir) / "sources" / source.name / folder / f"{stem}.parquet"
+    marker = Path(out_dir) / "_markers" / "mix" / "convert" / f"{source.name}-{stem}.done"
+    key = {"input": file_identity(path), "source": source.model_dump(mode="json")}
+    if (done := finished_result(marker, key)) is not None:
+        return done
     rows, held, empty = [], [], 0
     for record_id, text in curated_texts(path, source):
         if not text:
@@ -193,20 +200,32 @@ def convert_curated_file(path: str, source: SourceSpec, out_dir: str) -> dict:
             pq.write_table(pa.Table.from_pylist(held, schema=DOCUMENT_SCHEMA), tmp, compression="zstd")
     else:
         heldout_path.unlink(missing_ok=True)
-    return {"source": source.name, "input": path, "path": str(target), "documents": len(rows),
-            "heldout_documents": len(held), "empty": empty}
+    result = {"source": source.name, "input": path, "path": str(target), "documents": len(rows),
+              "heldout_documents": len(held), "empty": empty}
+    mark_finished(marker, key, result, [target, *([heldout_path] if held else [])])
+    return result
 
 
-def tokenize_heldout(path: str, source: str, tokenizer_path: str, out_dir: str) -> dict:
+def heldout_token_files(out: Path, source: str, path: str) -> list[Path]:
+    return [out / "heldout" / source / f"{Path(path).stem}{ext}" for ext in (".bin", ".idx")]
+
+
+def tokenize_heldout(path: str, source: str, tokenizer_path: str, tokenizer_hash: str, out_dir: str) -> dict:
     """A curated source's held-out documents -> OUTPUT/heldout/NAME/<shard>.bin/.idx (Megatron), an
     eval set for `refinery train` (configs/train/tiny-falcon.yaml)."""
     import tokenizer as tk
     from refinery.tokens import write_token_file
 
+    marker = Path(out_dir) / "_markers" / "mix" / "heldout" / f"{source}-{Path(path).stem}.done"
+    key = {"input": file_identity(path), "tokenizer": tokenizer_hash}
+    if (done := finished_result(marker, key)) is not None:
+        return done
     texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()  # a held-out part: small
     tokens = write_token_file(Path(out_dir) / "heldout" / source, Path(path).stem, tk.load(tokenizer_path), texts,
                               tk.EOS_ID)
-    return {"source": source, "documents": len(texts), "tokens": tokens}
+    result = {"source": source, "documents": len(texts), "tokens": tokens}
+    mark_finished(marker, key, result, heldout_token_files(Path(out_dir), source, path) if tokens else [])
+    return result
 
 
 def source_files(out: Path, name: str) -> list[Path]:
@@ -221,16 +240,21 @@ def doc_key(seed: int, doc_id: str, repetition: int = -1) -> float:
     return int.from_bytes(digest, "little") / 2**64
 
 
-def tokenize_shard(source: str, path: str, tokenizer_path: str, out_dir: str, seed: int, batch_size: int) -> dict:
+def tokenize_shard(source: str, path: str, tokenizer_path: str, tokenizer_hash: str, out_dir: str, seed: int,
+                   batch_size: int) -> dict:
     """Token ids of every document of one source shard, plus per-document length and key."""
     import tokenizer as tk
     from refinery.tokens import encode_documents, token_dtype
 
+    work = Path(out_dir) / "tokens" / "_work" / source
+    stem = Path(path).stem
+    marker = Path(out_dir) / "_markers" / "mix" / "tokenize" / f"{source}-{stem}.done"
+    key = {"input": file_identity(path), "tokenizer": tokenizer_hash, "seed": seed}
+    if (done := finished_result(marker, key)) is not None:
+        return done
     tokenizer = tk.load(tokenizer_path)
     dtype = token_dtype(tokenizer.get_vocab_size())
     eos = tk.eos_id(tokenizer)
-    work = Path(out_dir) / "tokens" / "_work" / source
-    stem = Path(path).stem
     lengths, keys, ids = [], [], []
     started = time.perf_counter()
     with atomic_path(work / f"{stem}.tokens") as tmp, open(tmp, "wb") as handle:
@@ -245,12 +269,14 @@ def tokenize_shard(source: str, path: str, tokenizer_path: str, out_dir: str, se
     keys_a = np.asarray(keys, dtype=np.float64)
     with atomic_path(work / f"{stem}.meta.parquet") as tmp:
         pq.write_table(pa.table({"id": ids, "row": np.arange(len(ids), dtype=np.int64), "tokens": lengths_a,
-                                 "offset": np.concatenate(([0], np.cumsum(lengths_a)[:-1])).astype(np.int64),
+                                 "offset": (np.cumsum(lengths_a) - lengths_a).astype(np.int64),
                                  "key": keys_a}), tmp)
     histogram, _ = np.histogram(keys_a, bins=KEY_BINS, range=(0.0, 1.0), weights=lengths_a)
-    return {"source": source, "path": path, "stem": stem, "documents": len(ids), "tokens": int(lengths_a.sum()),
-            "key_histogram": histogram.astype(np.int64).tolist(), "dtype": dtype.name,
-            "seconds": round(time.perf_counter() - started, 3)}
+    result = {"source": source, "path": path, "stem": stem, "documents": len(ids), "tokens": int(lengths_a.sum()),
+              "key_histogram": histogram.astype(np.int64).tolist(), "dtype": dtype.name,
+              "seconds": round(time.perf_counter() - started, 3)}
+    mark_finished(marker, key, result, [work / f"{stem}.tokens", work / f"{stem}.meta.parquet"])
+    return result
 
 
 # --- 4. the plan ---------------------------------------------------------------------------------
@@ -263,11 +289,15 @@ def plan_mix(spec: MixSpec, shard_results: list[dict]) -> dict:
         available[r["source"]] += r["tokens"]
         histogram[r["source"]] += np.asarray(r["key_histogram"], dtype=np.int64)
     shares = spec.mix.shares
+    empty = [name for name in shares if not available[name]]
+    if empty and not spec.mix.allow_short:
+        raise ConfigError("mix.shares", f"{empty[0]} has no documents, so its {shares[empty[0]]:.1%} share cannot be "
+                                        "met (drop the source, or set mix.allow_short: true)")
     limits = {s.name: available[s.name] * s.max_epochs for s in spec.sources}
     if spec.mix.total_tokens:
         budget = spec.mix.total_tokens
     else:  # the most every source can give: the scarcest one, relative to its share, sets it
-        budget = min(limits[name] / shares[name] for name in shares) if all(available.values()) else 0
+        budget = min(limits[name] / shares[name] for name in shares if available[name]) if len(empty) < len(shares) else 0
     plan, short = {}, []
     for source in spec.sources:
         name = source.name
@@ -285,6 +315,9 @@ def plan_mix(spec: MixSpec, shard_results: list[dict]) -> dict:
             threshold = bins / KEY_BINS  # the bin edge below is closer to the target
         plan[name] = {"target_share": shares[name], "available_tokens": available[name], "target_tokens": int(target),
                       "epochs": epochs, "partial_key_threshold": threshold, "max_epochs": source.max_epochs}
+    if short and not spec.mix.allow_short:
+        raise ConfigError("mix.total_tokens", f"{int(budget):,} cannot be met: {short[0]} (raise its max_epochs, "
+                                              "lower total_tokens, or set mix.allow_short: true)")
     return {"budget_tokens": int(budget), "sources": plan, "short": short}
 
 
@@ -299,11 +332,15 @@ def _selected(meta: pa.Table, plan: dict) -> tuple[np.ndarray, np.ndarray]:
     return rows, reps.astype(np.int64)
 
 
-def assign_shard(number: int, result: dict, spec: MixSpec, plan: dict, files: int, out_dir: str) -> dict:
+def assign_shard(number: int, result: dict, spec: MixSpec, plan: dict, files: int, out_dir: str, digest: str) -> dict:
     """The scatter step: every selected copy of this shard's documents gets its output file and
     its place there (seeded hashes). Written sorted by file, so each file's task reads only its
     own rows (Parquet row-group statistics)."""
     out = Path(out_dir)
+    target = out / "tokens" / "_work" / "assign" / f"{number:06d}.parquet"
+    marker = out / "_markers" / "mix" / "assign" / f"{number:06d}.done"
+    if (done := finished_result(marker, {"mix": digest})) is not None:
+        return done
     meta = pq.read_table(out / "tokens" / "_work" / result["source"] / f"{result['stem']}.meta.parquet")
     rows, reps = _selected(meta, plan["sources"][result["source"]])
     ids = meta.column("id").to_pylist()
@@ -314,19 +351,24 @@ def assign_shard(number: int, result: dict, spec: MixSpec, plan: dict, files: in
     table = pa.table({"file": file_of, "order": order, "shard": np.full(len(rows), number, dtype=np.int64),
                       "row": rows.astype(np.int64), "repetition": reps})
     table = table.sort_by([("file", "ascending"), ("order", "ascending")])
-    with atomic_path(out / "tokens" / "_work" / "assign" / f"{number:06d}.parquet") as tmp:
+    with atomic_path(target) as tmp:
         pq.write_table(table, tmp, row_group_size=4096)
-    return {"shard": number, "copies": len(rows)}
+    done = {"shard": number, "copies": len(rows)}
+    mark_finished(marker, {"mix": digest}, done, [target])
+    return done
 
 
 def write_output_file(index: int, spec: MixSpec, shard_results: list[dict], tokenizer_path: str,
-                      tokenizer_name: str, out_dir: str) -> list[dict]:
+                      tokenizer_name: str, out_dir: str, digest: str) -> list[dict]:
     """One output group: its documents in their shuffled order, as token shards and as Parquet,
     in files of at most ``max_file_tokens`` (``part-GROUP-NNN``)."""
     import tokenizer as tk
     from refinery.tokens import TokenShardWriter
 
     out = Path(out_dir)
+    marker = out / "_markers" / "mix" / "write" / f"{index:05d}.done"
+    if (done := finished_result(marker, {"mix": digest})) is not None:
+        return done
     assign = sorted((out / "tokens" / "_work" / "assign").glob("*.parquet"))
     picked = pa.concat_tables([pq.read_table(p, filters=[("file", "==", index)]) for p in assign]) if assign else None
     picked = picked.sort_by([("order", "ascending")]) if picked is not None else pa.table({"shard": [], "row": []})
@@ -361,28 +403,36 @@ def write_output_file(index: int, spec: MixSpec, shard_results: list[dict], toke
                      rows={"id": [], "source": [], "repetition": [], "text": []}, sources={})
 
     def finish() -> None:
-        files = chunk["writer"].close()
+        writer = chunk["writer"]
+        files = writer.close()
         with atomic_path(out / "documents" / f"{chunk['name']}.parquet") as tmp:
             pq.write_table(pa.table(chunk["rows"], schema=schema), tmp, compression="zstd")
+        del chunk["writer"]  # both halves are in place
         written.append({"name": chunk["name"], "files": {k: os.path.relpath(v, out) for k, v in files.items()},
                         "parquet": f"documents/{chunk['name']}.parquet", "documents": len(chunk["rows"]["id"]),
-                        "tokens": chunk["writer"].tokens, "sources": dict(sorted(chunk["sources"].items()))})
+                        "tokens": writer.tokens, "sources": dict(sorted(chunk["sources"].items()))})
 
-    start()
-    for number, row, rep in zip(shards.tolist(), rows.tolist(), reps):
-        (ids, offsets, lengths), source = metas[number], shard_results[number]["source"]
-        offset, length = int(offsets[row]), int(lengths[row])
-        if chunk["writer"].tokens and chunk["writer"].tokens + length > spec.tokenize.max_file_tokens:
-            finish()  # files stay under max_file_tokens (a single longer document gets a file alone)
-            start()
-        chunk["writer"].add(tokens[number][offset:offset + length])
-        for column, value in (("id", ids[row]), ("source", source), ("repetition", rep),
-                              ("text", texts[(number, row)])):
-            chunk["rows"][column].append(value)
-        entry = chunk["sources"].setdefault(source, {"documents": 0, "tokens": 0})
-        entry["documents"] += 1
-        entry["tokens"] += length
-    finish()
+    try:
+        start()
+        for number, row, rep in zip(shards.tolist(), rows.tolist(), reps):
+            (ids, offsets, lengths), source = metas[number], shard_results[number]["source"]
+            offset, length = int(offsets[row]), int(lengths[row])
+            if chunk["writer"].tokens and chunk["writer"].tokens + length > spec.tokenize.max_file_tokens:
+                finish()  # files stay under max_file_tokens (a single longer document gets a file alone)
+                start()
+            chunk["writer"].add(tokens[number][offset:offset + length])
+            for column, value in (("id", ids[row]), ("source", source), ("repetition", rep),
+                                  ("text", texts[(number, row)])):
+                chunk["rows"][column].append(value)
+            entry = chunk["sources"].setdefault(source, {"documents": 0, "tokens": 0})
+            entry["documents"] += 1
+            entry["tokens"] += length
+        finish()
+    finally:
+        if "writer" in chunk:  # failed part-way: its temporary token files go
+            chunk["writer"].abort()
+    mark_finished(marker, {"mix": digest}, written,
+                  [out / path for entry in written for path in [*entry["files"].values(), entry["parquet"]]])
     return written
 
 
@@ -428,22 +478,19 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
             _, dedup_summaries[source.name] = deduplicate(config, shards, str(out / "sources" / source.name), client)
 
         if spec.tokenize.tokenizer == "train":
-            texts_from = [str(p) for s in spec.sources for p in source_files(out, s.name)]
-            log(f"tokenizer: training a {spec.tokenize.vocab_size:,}-token BPE on {len(texts_from)} files")
-            tokenizer_path = str(tk.save(tk.train(_sample_round_robin(texts_from, spec.tokenize.train_sample_bytes),
-                                                  spec.tokenize.vocab_size), out / "tokenizer"))
+            tokenizer_path = train_tokenizer(spec, [str(p) for s in spec.sources for p in source_files(out, s.name)],
+                                             out, log)
         else:
             tokenizer_path = spec.tokenize.tokenizer
         tokenizer_hash = tk.file_hash(tokenizer_path)
 
-        shutil.rmtree(out / "heldout", ignore_errors=True)
-        heldout_parts = sorted((s.name, p) for s in spec.sources if s.heldout_fraction
+        heldout_parts = sorted((s.name, str(p)) for s in spec.sources if s.heldout_fraction
                                for p in (out / "sources" / s.name / "heldout").glob("*.parquet"))
-        heldout_results = compute_all(client, [delayed(tokenize_heldout, pure=True)(str(p), name, tokenizer_path,
-                                                                                    str(out))
-                                               for name, p in heldout_parts])
-        shard_tasks = [delayed(tokenize_shard, pure=True)(s.name, str(p), tokenizer_path, str(out), spec.mix.seed,
-                                                          spec.tokenize.batch_size)
+        heldout_results = compute_all(client, [
+            delayed(tokenize_heldout, pure=True)(p, name, tokenizer_path, tokenizer_hash, str(out))
+            for name, p in heldout_parts])
+        shard_tasks = [delayed(tokenize_shard, pure=True)(s.name, str(p), tokenizer_path, tokenizer_hash, str(out),
+                                                          spec.mix.seed, spec.tokenize.batch_size)
                        for s in spec.sources for p in source_files(out, s.name)]
         shard_results = compute_all(client, shard_tasks)
         plan = plan_mix(spec, shard_results)
@@ -451,17 +498,19 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
             log(f"mix: source ran short: {line}")
         selected = sum(p["target_tokens"] for p in plan["sources"].values())
         files = max(1, math.ceil(selected / spec.tokenize.max_file_tokens))
-        for stale in [*(out / "tokens").glob("part-*"), *(out / "documents").glob("part-*.parquet"),
-                      *(out / "tokens" / "_work" / "assign").glob("*.parquet")]:
-            stale.unlink()  # an earlier run may have written more files
-        compute_all(client, [delayed(assign_shard, pure=True)(n, r, spec, plan, files, str(out))
+        digest = mix_digest(spec, plan, shard_results, files, tokenizer_hash)
+        for stale in (out / "tokens" / "_work" / "assign").glob("*.parquet"):
+            if int(stale.stem) >= len(shard_results):  # an earlier run had more shards
+                stale.unlink()
+        compute_all(client, [delayed(assign_shard, pure=True)(n, r, spec, plan, files, str(out), digest)
                              for n, r in enumerate(shard_results)])
         outputs = compute_all(client, [
             delayed(write_output_file, pure=True)(i, spec, shard_results, tokenizer_path, f"refinery-{tokenizer_hash[:12]}",
-                                                  str(out))
+                                                  str(out), digest)
             for i in range(files)])
 
     outputs = [chunk for chunks in outputs for chunk in chunks]
+    _remove_stale_outputs(out, outputs, [heldout_token_files(out, name, p) for name, p in heldout_parts])
     totals = {s.name: {"documents": 0, "tokens": 0} for s in spec.sources}
     for output in outputs:
         for name, entry in output["sources"].items():
@@ -491,7 +540,7 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
     stats = {"name": spec.name, "kind": "mix", "budget_tokens": plan["budget_tokens"], "short": plan["short"],
              "sources": sources, "pipelines": {k: {"funnel": v["funnel"], "dedup": v.get("dedup")}
                                                for k, v in pipelines.items()},
-             "curated_dedup": dedup_summaries, "curated_files": converted,
+             "curated_dedup": dedup_summaries, "curated_files": [{**c, "path": os.path.relpath(c["path"], out)} for c in converted],
              "heldout": _heldout_totals(heldout_results, out), "output": {"files": len(outputs), "tokens": all_tokens},
              "seconds": round(time.perf_counter() - started, 3)}
     write_json_atomic(out / "stats.json", stats)
@@ -499,11 +548,51 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
     return stats
 
 
+def train_tokenizer(spec: MixSpec, texts_from: list[str], out: Path, log) -> str:
+    """The mix's own tokenizer (OUTPUT/tokenizer/), trained once: a rerun on the same source files
+    finds its marker."""
+    import tokenizer as tk
+
+    marker = out / "_markers" / "mix" / "tokenizer.done"
+    key = {"vocab_size": spec.tokenize.vocab_size, "sample_bytes": spec.tokenize.train_sample_bytes,
+           "files": [file_identity(p) for p in texts_from]}
+    if (done := finished_result(marker, key)) is not None:
+        return done["path"]
+    log(f"tokenizer: training a {spec.tokenize.vocab_size:,}-token BPE on {len(texts_from)} files")
+    path = tk.save(tk.train(_sample_round_robin(texts_from, spec.tokenize.train_sample_bytes), spec.tokenize.vocab_size),
+                   out / "tokenizer")
+    mark_finished(marker, key, {"path": str(path)}, sorted((out / "tokenizer").glob("*.json")))
+    return str(path)
+
+
+def mix_digest(spec: MixSpec, plan: dict, shard_results: list[dict], files: int, tokenizer_hash: str) -> str:
+    """Everything the output files depend on: their markers are valid only for this digest."""
+    state = {"plan": plan, "files": files, "tokenizer": tokenizer_hash, "seed": spec.mix.seed,
+             "tokenize": spec.tokenize.model_dump(mode="json"),
+             "shards": [{k: v for k, v in r.items() if k != "seconds"} for r in shard_results]}
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def _remove_stale_outputs(out: Path, outputs: list[dict], heldout_files: list[list[Path]]) -> None:
+    """Output files of earlier runs that this one did not write (a smaller mix, a source no longer
+    split), so the folders hold exactly what the manifest lists."""
+    expected = {out / path for entry in outputs for path in [*entry["files"].values(), entry["parquet"]]}
+    expected |= {path for files in heldout_files for path in files}
+    candidates = [*(out / "tokens").glob("part-*"), *(out / "documents").glob("part-*"),
+                  *(p for p in (out / "heldout").rglob("*") if p.is_file())]
+    for path in candidates:
+        if path not in expected:
+            path.unlink()
+    for folder in (out / "heldout").glob("*"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def _heldout_totals(results: list[dict], out: Path) -> dict:
     totals: dict[str, dict] = {}
     for r in results:
         entry = totals.setdefault(r["source"], {"documents": 0, "tokens": 0,
-                                                "folder": str(out / "heldout" / r["source"])})
+                                                "folder": f"heldout/{r['source']}"})
         entry["documents"] += r["documents"]
         entry["tokens"] += r["tokens"]
     return totals
@@ -577,4 +666,4 @@ def write_dataset_card(out: Path, spec: MixSpec, stats: dict, manifest: dict) ->
               f"Token shards in `tokens/` ({', '.join(spec.tokenize.formats)}): Megatron-LM `part-*.bin/.idx` "
               "and datatrove/nanotron `part-*.ds` (+ `.ds.index`, `.ds.metadata`); `tokens/manifest.json` lists "
               f"tokens per source and per file. Documents are shuffled globally with seed {spec.mix.seed}.", ""]
-    (out / "README.md").write_text("\n".join(lines))
+    write_text_atomic(out / "README.md", "\n".join(lines))

@@ -95,7 +95,7 @@ def _apply(stage: Stage, docs: Iterable[Document], stats: StageStats, sampler: D
 def _count_drop(stage, item: Document | Drop, stats: StageStats, sampler: DropSampler) -> bool:
     """Counts `item` as dropped (with a declared reason) or passed on; True when it was a drop."""
     if not isinstance(item, Drop):
-        stats.docs_out += 1
+        stats.count_out(item.language, item.text)
         return False
     if item.reason not in stage.reasons:
         raise UndeclaredReason(f"stage {stage.name} dropped with undeclared reason {item.reason!r}")

@@ -14,6 +14,13 @@ class StageStats:
     dropped: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)  # stage-specific counters (dicts of ints add up)
+    languages_out: Counter = field(default_factory=Counter)  # documents passed on, by language ("" before language_id)
+    lengths_out: Counter = field(default_factory=Counter)  # documents passed on, by length_bin of their text
+
+    def count_out(self, language: str, text: str | None) -> None:
+        self.docs_out += 1
+        self.languages_out[language or ""] += 1
+        self.lengths_out[length_bin(len(text or ""))] += 1
 
     def check_balanced(self) -> None:
         if self.docs_in != self.docs_out + sum(self.dropped.values()):
@@ -32,6 +39,8 @@ class StageStats:
             dropped=self.dropped + other.dropped,
             seconds=self.seconds + other.seconds,
             extra=_add_nested(self.extra, other.extra),
+            languages_out=self.languages_out + other.languages_out,
+            lengths_out=self.lengths_out + other.lengths_out,
         )
 
     def to_dict(self) -> dict:
@@ -42,6 +51,8 @@ class StageStats:
             "dropped": dict(sorted(self.dropped.items())),
             "seconds": round(self.seconds, 3),
             **({"extra": self.extra} if self.extra else {}),
+            **({"languages_out": dict(sorted(self.languages_out.items()))} if self.languages_out else {}),
+            **({"lengths_out": {str(k): v for k, v in sorted(self.lengths_out.items())}} if self.lengths_out else {}),
         }
 
     @classmethod
@@ -53,7 +64,14 @@ class StageStats:
             dropped=Counter(data["dropped"]),
             seconds=data.get("seconds", 0.0),
             extra=data.get("extra", {}),
+            languages_out=Counter(data.get("languages_out", {})),
+            lengths_out=Counter({int(k): v for k, v in data.get("lengths_out", {}).items()}),
         )
+
+
+def length_bin(chars: int) -> int:
+    """The power-of-two bin of a text length in characters: 0, 1, 2, 4, 8, ... (lower bounds)."""
+    return 1 << (chars.bit_length() - 1) if chars else 0
 
 
 def _add_nested(a: dict, b: dict) -> dict:

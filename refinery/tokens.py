@@ -75,9 +75,13 @@ def write_token_file(folder: str | Path, name: str, tokenizer, texts: list[str],
     if not texts:
         return 0
     writer = TokenShardWriter(folder, name, tokenizer.get_vocab_size(), ("megatron",))
-    for tokens in encode_documents(tokenizer, texts, eos_id, token_dtype(tokenizer.get_vocab_size())):
-        writer.add(tokens)
-    writer.close()
+    try:
+        for tokens in encode_documents(tokenizer, texts, eos_id, token_dtype(tokenizer.get_vocab_size())):
+            writer.add(tokens)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     return writer.tokens
 
 
@@ -99,6 +103,7 @@ class TokenShardWriter:
         self.tokens = 0
         suffix = f".tmp-{os.getpid()}"
         self._final: dict[str, Path] = {}
+        self._placed: list[Path] = []  # final files renamed into place by close()
         self._data = {}
         if "megatron" in self.formats:
             self._data["megatron"] = self._open(".bin", suffix)
@@ -143,16 +148,32 @@ class TokenShardWriter:
                 idx.write(lengths.astype("<i4").tobytes())
                 idx.write(pointers.astype("<i8").tobytes())
                 idx.write(np.arange(len(lengths) + 1, dtype="<i8").tobytes())
-            os.replace(self.folder / f"{self.name}.idx.tmp", self.folder / f"{self.name}.idx")
-            os.replace(self._data["megatron"].name, self._final[".bin"])
+            self._place(self.folder / f"{self.name}.idx.tmp", self.folder / f"{self.name}.idx")
+            self._place(self._data["megatron"].name, self._final[".bin"])
             written.update(bin=str(self._final[".bin"]), idx=str(self.folder / f"{self.name}.idx"))
         if "datatrove" in self._data:
             base = self._final[".ds"]
             Path(f"{base}.index.tmp").write_bytes(np.cumsum(lengths).astype("<u8").tobytes())
-            os.replace(f"{base}.index.tmp", f"{base}.index")
+            self._place(f"{base}.index.tmp", f"{base}.index")
             Path(f"{base}.metadata.tmp").write_text(
                 f"{self.tokenizer_name}|{self.dtype.itemsize}\n{self.tokens}\n{_human(self.tokens)}")
-            os.replace(f"{base}.metadata.tmp", f"{base}.metadata")
-            os.replace(self._data["datatrove"].name, base)
+            self._place(f"{base}.metadata.tmp", f"{base}.metadata")
+            self._place(self._data["datatrove"].name, base)
             written.update(ds=str(base), ds_index=f"{base}.index", ds_metadata=f"{base}.metadata")
         return written
+
+    def _place(self, tmp: str | Path, final: str | Path) -> None:
+        os.replace(tmp, final)
+        self._placed.append(Path(final))
+
+    def abort(self) -> None:
+        """After a failed add() or close(): removes this shard's temporary and half-placed files, so
+        no index is left without its data."""
+        for handle in self._data.values():
+            handle.close()
+        temporaries = [Path(h.name) for h in self._data.values()]
+        temporaries += [self.folder / f"{self.name}.idx.tmp"]
+        if ".ds" in self._final:
+            temporaries += [Path(f"{self._final['.ds']}.index.tmp"), Path(f"{self._final['.ds']}.metadata.tmp")]
+        for path in [*temporaries, *self._placed]:
+            path.unlink(missing_ok=True)

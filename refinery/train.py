@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 from refinery.config import ConfigError, _first_error, _Strict
-from refinery.io import write_json_atomic
+from refinery.io import write_json_atomic, write_text_atomic
 from refinery.tokens import MEGATRON_HEADER
 
 
@@ -504,4 +504,4 @@ def write_model_card(spec: TrainSpec, summary: dict, model_dir: Path) -> None:
         "## Citation", "",
         "Penedo et al. 2023, *The RefinedWeb Dataset for Falcon LLM*, arXiv:2306.01116.", "",
     ]
-    (model_dir / "README.md").write_text("\n".join(lines))
+    write_text_atomic(model_dir / "README.md", "\n".join(lines))

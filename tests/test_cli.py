@@ -12,7 +12,7 @@ import yaml
 
 from refinery.sample import SAMPLE_VERSION
 
-from support import (ENGLISH_CONFIG, article_html, http_response, is_root, run_cli_inprocess, run_cli_subprocess,
+from support import (ENGLISH_CONFIG, REPO, article_html, http_response, is_root, run_cli_inprocess, run_cli_subprocess,
                      write_warc)
 
 ERROR_PREFIX = "refinery: config error: "
@@ -247,6 +247,25 @@ def test_missing_input_override(tmp_path, out_dir):
     assert_config_error(result, "input.paths[0]")
     result = run_cli_inprocess("run", good_config(tmp_path), "--input", tmp_path, "--output", out_dir)
     assert_config_error(result, "input.paths[0]")  # a directory is not an input file
+
+
+def test_s3_inputs_are_read_anonymously(tmp_path, out_dir, monkeypatch):
+    """Common Crawl's bucket is public: s3:// inputs need no credentials unless asked to
+    (README, "Running on real CommonCrawl data")."""
+    import importlib.util
+
+    from refinery.io import _storage_options
+
+    assert _storage_options("s3://commoncrawl/crawl-data/x.warc.gz") == {"anon": True}
+    assert _storage_options("https://data.commoncrawl.org/x.warc.gz") == {}
+    monkeypatch.setenv("REFINERY_S3_ANON", "0")
+    assert _storage_options("s3://commoncrawl/crawl-data/x.warc.gz") == {}
+    readme = (REPO / "README.md").read_text()
+    assert "--input 's3://commoncrawl/crawl-data/" in readme and "anonymous access by default" in readme
+    if importlib.util.find_spec("s3fs") is None:  # without the [s3] extra: one line naming the input
+        result = run_cli_inprocess("run", good_config(tmp_path), "--input", "s3://commoncrawl/x.warc.gz",
+                                   "--output", out_dir)
+        assert "no fsspec backend for 's3://commoncrawl/x.warc.gz'" in assert_config_error(result, "input.paths[0]")
 
 
 @pytest.mark.skipif(is_root(), reason="root can read a file whatever its mode")

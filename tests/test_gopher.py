@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from refinery.text import STOP_WORDS, cached_words, is_word, specials, split_wor
 from stages import STAGES
 from stages.gopher_quality import GopherQuality, GopherQualityConfig, quality_stats
 from stages.gopher_repetition import (RULES, GopherRepetition, GopherRepetitionConfig, RepetitionThresholds,
-                                      first_broken_rule, repetition_stats)
+                                      repetition_stats)
 
 SENTENCE = "The quick brown fox jumps over the lazy dog and the dog sleeps with the fox."
 ARTICLE = (  # ordinary prose: no rule of either filter applies

@@ -100,13 +100,32 @@ def test_same_config_same_output(tmp_path):
     assert outputs[0] == outputs[1]
 
 
-def test_a_source_that_runs_short_is_reported(tmp_path):
+def test_ratios_that_cannot_be_met_exit_2_unless_short_is_allowed(tmp_path):
     out = tmp_path / "out"
-    result = run_cli_inprocess("run", small_mix(tmp_path, total_tokens=200_000), "--output", out, "--scheduler", "sync")
+    strict = small_mix(tmp_path, total_tokens=200_000)
+    result = run_cli_inprocess("run", strict, "--output", out, "--scheduler", "sync")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(
+        "refinery: config error: mix.total_tokens: 200,000 cannot be met: prose has 5,")
+    assert not (out / "stats.json").exists() and not list(out.glob("*/part-*"))  # nothing looks finished
+    config = yaml.safe_load(strict.read_text())
+    config["mix"]["allow_short"] = True
+    strict.write_text(yaml.safe_dump(config))
+    result = run_cli_inprocess("run", strict, "--output", out, "--scheduler", "sync")
     assert result.returncode == 0, result.stderr
     stats = json.loads((out / "stats.json").read_text())
     assert any(line.startswith("prose has ") for line in stats["short"])
     assert "warning: source ran short: prose has" in result.stdout
+
+
+def test_a_source_with_no_documents_cannot_get_its_share(tmp_path):
+    config = yaml.safe_load(small_mix(tmp_path).read_text())
+    Path(config["sources"][2]["paths"][0]).write_text("")  # chat: an empty file
+    (tmp_path / "empty.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli_inprocess("run", tmp_path / "empty.yaml", "--output", tmp_path / "out", "--scheduler", "sync")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == ("refinery: config error: mix.shares: chat has no documents, so its "
+                                              "10.0% share cannot be met (drop the source, or set mix.allow_short: true)")
 
 
 def test_curated_sources_can_opt_into_dedup(tmp_path):

@@ -1,8 +1,9 @@
-"""notebooks/dedup_stats.ipynb runs headless (nbclient) on real `refinery run` outputs.
+"""The notebooks run headless (nbclient) on real `refinery run` outputs.
 
-One run of configs/english.yaml on the embedded sample (which has exact, MinHash and URL
-duplicates), and one with `--limit 3`, which has no cluster of any kind: every cell must
-print a note there instead of failing.
+dedup_stats.ipynb: one run of configs/english.yaml on the embedded sample (which has exact,
+MinHash and URL duplicates), and one with `--limit 3`, which has no cluster of any kind: every
+cell must print a note there instead of failing. funnel.ipynb: the English run and a
+multilingual (Europe) run. mix_and_tokens.ipynb: a small mix with a pipeline source.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ def run_english(out: Path, *extra) -> dict:
     return json.loads((out / "stats.json").read_text())
 
 
-def execute(run_dir: Path, monkeypatch):
+def execute(run_dir: Path, monkeypatch, notebook: Path = NOTEBOOK):
     """The notebook, executed with REFINERY_RUN=run_dir in the repository root, plus a last cell
     that reports the kernel's sys.prefix (the kernel must be this venv's Python)."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = nbformat.read(notebook, as_version=4)
     assert all(not cell.get("outputs") and cell.get("execution_count") is None
                for cell in nb.cells if cell.cell_type == "code"), "store the notebook without outputs"
     nb.cells.append(nbformat.v4.new_code_cell(KERNEL_CHECK))
@@ -122,3 +123,65 @@ def test_dedup_notebook_without_clusters(tmp_path, monkeypatch):
     # the syndication paragraph of article 2 is in both shards: cut once even in this tiny run
     spans = cell_with(nb, "substring_spans")
     assert "documents_touched: 1," in stdout(spans) and len(mime_outputs(spans, "text/html")) == 1
+
+
+def images(cell) -> int:
+    return len(mime_outputs(cell, "image/png"))
+
+
+@pytest.fixture(scope="module")
+def english_run(tmp_path_factory) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("nb") / "english"
+    return run_dir, run_english(run_dir)
+
+
+def test_funnel_notebook_on_the_english_sample(english_run, monkeypatch):
+    run_dir, stats = english_run
+    nb = execute(run_dir, monkeypatch, REPO / "notebooks" / "funnel.ipynb")
+    assert stdout(cell_with(nb, "RUN = find_run(")).strip() == (
+        f"run: {run_dir.resolve()} ({stats['name']}): {stats['input']['records']:,} input records, "
+        f"{stats['output']['documents']:,} documents kept")
+    chart = cell_with(nb, "REFINEDWEB_FUNNEL")
+    assert images(chart) == 1
+    (table,) = mime_outputs(chart, "text/html")
+    assert all(s["stage"] in table for s in stats["funnel"])
+    assert images(cell_with(nb, "share_of_input")) == 1
+    languages = cell_with(nb, "languages_seen")
+    assert images(languages) == 1 and "one language kept (en)" in stdout(languages)
+    assert images(cell_with(nb, "lengths_out")) == 1
+    samples = cell_with(nb, "dropped_dir")
+    reasons = {(s["stage"], r) for s in stats["funnel"] for r, n in s["dropped"].items() if n}
+    assert len([h for h in mime_outputs(samples, "text/html") if "<details>" in h]) == len(reasons)
+
+
+def test_funnel_notebook_draws_a_per_language_funnel(tmp_path, monkeypatch):
+    run_dir = tmp_path / "europe"
+    result = run_cli_inprocess("run", REPO / "configs" / "europe.yaml", "--output", run_dir, "--scheduler", "sync")
+    assert result.returncode == 0, result.stderr[-3000:]
+    nb = execute(run_dir, monkeypatch, REPO / "notebooks" / "funnel.ipynb")
+    languages = cell_with(nb, "languages_seen")
+    assert images(languages) == 2  # identified/kept, and the per-language funnel
+    kept = [lang for lang, n in json.loads((run_dir / "stats.json").read_text())["languages"]["languages_kept"].items() if n]
+    (table,) = mime_outputs(languages, "text/html")
+    assert all(f">{lang}</th>" in table for lang in kept)
+
+
+def test_mix_and_tokens_notebook_on_a_small_mix(tmp_path, monkeypatch):
+    from test_reliability import small_web_mix
+
+    run_dir = tmp_path / "mix"
+    result = run_cli_inprocess("run", small_web_mix(tmp_path / "data"), "--output", run_dir, "--scheduler", "sync")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((run_dir / "tokens" / "manifest.json").read_text())
+    nb = execute(run_dir, monkeypatch, REPO / "notebooks" / "mix_and_tokens.ipynb")
+    assert f"{manifest['tokens']:,} tokens" in stdout(cell_with(nb, "RUN = find_run("))
+    shares = cell_with(nb, "target_share")
+    assert images(shares) == 1 and all(name in mime_outputs(shares, "text/html")[0] for name in manifest["sources"])
+    per_file = cell_with(nb, "per_file")
+    assert images(per_file) == 1 and f"{len(manifest['files'])} files" in stdout(per_file)
+    shard = cell_with(nb, "decodes to its Parquet text")
+    first = manifest["files"][0]
+    assert stdout(shard).startswith(f"{first['name']}: {first['documents']:,} documents, {first['tokens']:,} tokens")
+    assert images(cell_with(nb, "tokens per document")) == 1
+    heldout = cell_with(nb, "heldout_fraction")
+    assert "web: " in stdout(heldout) and mime_outputs(heldout, "text/html")

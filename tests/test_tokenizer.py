@@ -148,3 +148,27 @@ def test_token_ids_must_fit_the_dtype(tmp_path):
     writer = TokenShardWriter(tmp_path, "p", vocab_size=65024)
     with pytest.raises(ValueError):
         writer.add([70000])
+
+
+def test_a_shard_that_fails_while_closing_leaves_nothing(tmp_path, monkeypatch):
+    """A full disk while the index files are renamed into place: abort() removes the temporaries
+    and any file already placed, so no index is left without its data."""
+    import errno
+    import os
+
+    writer = TokenShardWriter(tmp_path, "part-00000", vocab_size=65024)
+    writer.add([5, 6, 11])
+    real_replace, calls = os.replace, []
+
+    def replace_then_fail(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_then_fail)
+    with pytest.raises(OSError):
+        writer.close()
+    monkeypatch.undo()
+    writer.abort()
+    assert len(calls) == 3 and not list(tmp_path.iterdir())

@@ -86,20 +86,31 @@ def save(tokenizer, out_dir: str | Path) -> Path:
     """Writes tokenizer.json plus the config files PreTrainedTokenizerFast reads."""
     import json
 
+    import os
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": EOS_TOKEN,
-        "bos_token": EOS_TOKEN,
-        "model_max_length": 2048,
-        "additional_special_tokens": SPECIAL_TOKENS[:-1],
-        "clean_up_tokenization_spaces": False,
-    }, indent=2))
-    (out / "special_tokens_map.json").write_text(json.dumps({
-        "eos_token": EOS_TOKEN, "bos_token": EOS_TOKEN, "additional_special_tokens": SPECIAL_TOKENS[:-1],
-    }, indent=2))
+    files = {
+        "tokenizer.json": tokenizer.to_str(pretty=True),
+        "tokenizer_config.json": json.dumps({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": EOS_TOKEN,
+            "bos_token": EOS_TOKEN,
+            "model_max_length": 2048,
+            "additional_special_tokens": SPECIAL_TOKENS[:-1],
+            "clean_up_tokenization_spaces": False,
+        }, indent=2),
+        "special_tokens_map.json": json.dumps({
+            "eos_token": EOS_TOKEN, "bos_token": EOS_TOKEN, "additional_special_tokens": SPECIAL_TOKENS[:-1],
+        }, indent=2),
+    }
+    for name, text in files.items():  # each file appears whole or not at all
+        tmp = out / f".{name}.tmp-{os.getpid()}"
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, out / name)
+        finally:
+            tmp.unlink(missing_ok=True)
     return out / "tokenizer.json"
 
 
