@@ -397,9 +397,9 @@ def _e(value) -> str:
 
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; overflow-wrap: anywhere; }
 h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: .8em 0; font-size: .85em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .85em; max-width: 100%; }
 td, th { border: 1px solid #ddd; padding: .25em .6em; text-align: right; vertical-align: top; }
 td:first-child, th:first-child, td:last-child { text-align: left; }
 .chart svg { max-width: 100%; height: auto; }
