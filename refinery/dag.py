@@ -27,13 +27,14 @@ def finalize(results: list[dict], config: PipelineConfig, out_dir: str, shards: 
     _remove_stale_outputs(out, shards, config)
     results = sorted(results, key=lambda r: r["shard_id"])
     applied = {r["shard_id"]: r for r in (dedup or {}).get("shards", [])}
-    funnels, documents = [], {}
+    funnels, documents, sizes = [], {}, {}
     for r in results:
         funnel = [StageStats.from_dict(s) for s in r["funnel"]]
-        documents[r["shard_id"]] = r["documents"]
+        final = applied[r["shard_id"]] if config.dedup else r
+        documents[r["shard_id"]] = final["documents"]
+        sizes[r["shard_id"]] = {k: final[k] for k in ("characters", "words") if k in final}
         if config.dedup:
             funnel += [StageStats.from_dict(s) for s in applied[r["shard_id"]]["funnel"]]
-            documents[r["shard_id"]] = applied[r["shard_id"]]["documents"]
         funnels.append(funnel)
     funnel = sum_stage_stats(funnels)
     languages = next((s.extra for s in funnel if s.stage == "language_id"), {})
@@ -49,7 +50,7 @@ def finalize(results: list[dict], config: PipelineConfig, out_dir: str, shards: 
         **({"dedup": dedup["summary"]} if config.dedup else {}),
         "shards": [
             {"shard_id": r["shard_id"], "path": r["path"], "records": r["records"],
-             "documents": documents[r["shard_id"]]}
+             "documents": documents[r["shard_id"]], **sizes[r["shard_id"]]}
             for r in results
         ],
     }

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from refinery.config import PipelineConfig
 from refinery.document import Document, Drop
 from refinery.io import InputShard, atomic_path, write_json_atomic
-from refinery.shard import DOCUMENT_SCHEMA, DropSampler, document_rows, shard_paths
+from refinery.shard import DOCUMENT_SCHEMA, DropSampler, TextSize, document_rows, shard_paths, text_size
 from refinery.stats import StageStats
 
 TOP_DOMAINS = 20
@@ -468,7 +468,7 @@ def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str, digest:
     cuts = _shard_cuts(out, shard.shard_id) if any(s.method == "substring" for s in stages) else {}
     sampler = DropSampler(config.spec.run.dropped_samples)
     started = time.perf_counter()
-    documents = 0
+    documents, size = 0, TextSize()
     source = shard_paths(out, shard, deduplicated=True)["documents"]
 
     with atomic_path(paths["documents"]) as tmp:
@@ -495,10 +495,12 @@ def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str, digest:
                 if kept:
                     writer.write_table(document_rows(kept))
                     documents += len(kept)
+                    size += text_size(kept)
     for stats in funnel.values():  # their time is in the dedup phases' timings, not per stage
         stats.check_balanced()
     sampler.write(out, shard.shard_id, order)
-    result = {"shard_id": shard.shard_id, "documents": documents, "resumed": False,
+    result = {"shard_id": shard.shard_id, "documents": documents, "characters": size.characters, "words": size.words,
+              "resumed": False,
               "funnel": [funnel[name].to_dict() for name in order],
               "seconds": round(time.perf_counter() - started, 3)}
     write_json_atomic(paths["stats"], result)

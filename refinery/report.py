@@ -200,8 +200,9 @@ def _dedup_parts(dedup: dict) -> list[str]:
 
 
 def _shard_size_parts(out: Path, stats: dict, tokenizer: str | None) -> list[str]:
-    """Documents, characters and tokens per output shard: BPE tokens with ``tokenizer``, else
-    whitespace-separated words (a pipeline run has no tokenizer of its own)."""
+    """Documents, characters and tokens per output shard: BPE tokens with ``tokenizer`` (which
+    reads the documents), else the whitespace-separated words the run counted as it wrote them
+    (a pipeline run has no tokenizer of its own)."""
     encode = None
     if tokenizer:
         import tokenizer as tk
@@ -212,8 +213,9 @@ def _shard_size_parts(out: Path, stats: dict, tokenizer: str | None) -> list[str
     rows, labels, counts = [], [], []
     for shard in stats.get("shards", []):
         path = out / "documents" / f"{shard['shard_id']}.parquet"
-        chars = tokens = 0
-        if path.exists():
+        chars, tokens = shard.get("characters", 0), shard.get("words", 0)  # counted by the run as it wrote
+        if path.exists() and (encode or "words" not in shard):  # BPE tokens asked for, or an older run: read
+            chars = tokens = 0
             for batch in pq.ParquetFile(path).iter_batches(columns=["text"], batch_size=1024):
                 texts = batch.column(0).to_pylist()
                 chars += sum(map(len, texts))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -104,6 +105,21 @@ def _count_drop(stage, item: Document | Drop, stats: StageStats, sampler: DropSa
     return True
 
 
+@dataclass
+class TextSize:
+    """Characters and whitespace-separated words of the documents written (the report's size per shard)."""
+
+    characters: int = 0
+    words: int = 0
+
+    def __add__(self, other: TextSize) -> TextSize:
+        return TextSize(self.characters + other.characters, self.words + other.words)
+
+
+def text_size(docs: list[Document]) -> TextSize:
+    return TextSize(sum(len(d.text or "") for d in docs), sum(len((d.text or "").split()) for d in docs))
+
+
 def document_rows(docs: list[Document]) -> pa.Table:
     return pa.Table.from_pydict({
         "id": [d.id for d in docs],
@@ -160,7 +176,7 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
     funnel = [StageStats(reader.name)] + [StageStats(stage.name) for stage in stages]
     paths = shard_paths(out, shard, bool(config.dedup))
     sampler = DropSampler(config.spec.run.dropped_samples)
-    documents = 0
+    documents, size = 0, TextSize()
     for stage in stages:
         stage.setup()
     try:
@@ -172,6 +188,7 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
                 for rows in batched(stream, config.spec.run.row_group_size):
                     writer.write_table(document_rows(rows))
                     documents += len(rows)
+                    size += text_size(rows)
     finally:
         for stage in stages:
             stage.teardown()
@@ -186,6 +203,8 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
         "path": shard.path,
         "records": funnel[0].docs_in,
         "documents": documents,
+        "characters": size.characters,
+        "words": size.words,
         "funnel": [s.to_dict() for s in funnel],
         "resumed": False,
     }

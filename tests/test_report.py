@@ -53,6 +53,11 @@ def test_the_report_shows_the_runs_own_numbers(english_run):
         assert f"{domain['domain']} {domain['documents']:,} {domain['removed']:,}" in text
     documents = sum(pq.read_metadata(p).num_rows for p in (english_run / "documents").glob("*.parquet"))
     assert f"in {documents:,} documents" in text
+    for shard in stats["shards"]:  # the size the run counted as it wrote equals a scan of its output
+        texts = pq.read_table(english_run / "documents" / f"{shard['shard_id']}.parquet").column("text").to_pylist()
+        assert (shard["characters"], shard["words"]) == (sum(map(len, texts)), sum(len(t.split()) for t in texts))
+        assert f"{shard['shard_id']} {shard['records']:,} {shard['documents']:,} {shard['characters']:,} " \
+               f"{shard['words']:,}" in text
     assert html.count("<svg") >= 6  # funnel, languages, removed, cluster sizes, tokens, lengths
     assert "before filtering (after language_id)" in html
     # self-contained: no script, no external resource of any kind
