@@ -134,19 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     from refinery.config import ConfigError
 
+    commands = {"run": command_run, "tokenizer": command_tokenizer_train, "train": command_train,
+                "ablate": command_ablate, "report": command_report, "inspect": command_inspect}
     try:
-        if args.command == "run":
-            return command_run(args)
-        if args.command == "tokenizer":
-            return command_tokenizer_train(args)
-        if args.command == "train":
-            return command_train(args)
-        if args.command == "ablate":
-            return command_ablate(args)
-        if args.command == "report":
-            return command_report(args)
-        if args.command == "inspect":
-            return command_inspect(args)
+        return commands[args.command](args)
     except ConfigError as err:
         print(f"refinery: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -161,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refinery: could not write {where}: {os.strerror(err.errno)}; free some space and run the same "
               "command again to resume", file=sys.stderr)
         return EXIT_CONFIG
-    return 0
 
 
 def command_run(args: argparse.Namespace) -> int:

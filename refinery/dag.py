@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from refinery.config import ConfigError, PipelineConfig, RunConfig
 from refinery.io import InputShard, write_json_atomic
 from refinery.shard import run_shard, shard_paths
 from refinery.stats import StageStats, funnel_report, sum_stage_stats
+
+TEMPORARY = re.compile(r"\.tmp(-\d+)?$")  # what atomic_path and TokenShardWriter write before renaming
 
 
 def finalize(results: list[dict], config: PipelineConfig, out_dir: str, shards: list[InputShard],
@@ -139,10 +142,9 @@ def prepare_output(out_dir: str, force: bool) -> None:
         probe.unlink()
     except OSError as err:
         raise ConfigError("output", f"output directory {out_dir!r} is not writable: {err.strerror}") from None
-    for pattern in ("*.tmp-[0-9]*", "*.tmp"):  # temporaries of a killed run: never finished outputs
-        for path in out.rglob(pattern):
-            if path.is_file():
-                path.unlink(missing_ok=True)
+    for path in out.rglob("*.tmp*"):  # temporaries of a killed run (NAME.tmp, NAME.tmp-PID): never outputs
+        if TEMPORARY.search(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
     if force:
         import shutil
 

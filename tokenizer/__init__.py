@@ -86,7 +86,7 @@ def save(tokenizer, out_dir: str | Path) -> Path:
     """Writes tokenizer.json plus the config files PreTrainedTokenizerFast reads."""
     import json
 
-    import os
+    from refinery.io import write_text_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,12 +105,7 @@ def save(tokenizer, out_dir: str | Path) -> Path:
         }, indent=2),
     }
     for name, text in files.items():  # each file appears whole or not at all
-        tmp = out / f".{name}.tmp-{os.getpid()}"
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, out / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_text_atomic(out / name, text)
     return out / "tokenizer.json"
 
 
