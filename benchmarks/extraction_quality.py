@@ -38,6 +38,7 @@ EXTRACTORS = {
     "trafilatura": {"extractor": "trafilatura", "favor_precision": False},
     "trafilatura-precision": {"extractor": "trafilatura", "favor_precision": True},
     "resiliparse": {"extractor": "resiliparse", "favor_precision": False},
+    "fast": {"extractor": "fast", "favor_precision": False},
 }
 SPACES = re.compile(r"\s+")
 

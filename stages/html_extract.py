@@ -1,4 +1,5 @@
-"""Main-text extraction from HTML: trafilatura (RefinedWeb's choice) or resiliparse (fast)."""
+"""Main-text extraction from HTML: trafilatura (RefinedWeb's choice), refinery's fast extractor
+(resiliparse plus boilerplate rules, stages/fast_extractor.py) or plain resiliparse main content."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from refinery.stage import Stage, StageConfig
 
 
 class ExtractConfig(StageConfig):
-    extractor: Literal["trafilatura", "resiliparse"] = "trafilatura"
+    extractor: Literal["trafilatura", "fast", "resiliparse"] = "trafilatura"
     # "process" isolates the extractor in a child process so timeouts and crashes drop one
     # document; "inline" is faster to debug but has no time bound.
     isolation: Literal["process", "inline"] = "process"
@@ -41,6 +42,10 @@ def extract_text(html: str, url: str, extractor: str, favor_precision: bool,
             with_metadata=False,
         )
         return text or ""
+    if extractor == "fast":
+        from stages.fast_extractor import extract_fast
+
+        return extract_fast(html)
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 

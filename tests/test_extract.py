@@ -50,7 +50,7 @@ def outcome(item) -> str:
 
 
 @pytest.mark.parametrize("isolation", ["process", "inline"])
-@pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
+@pytest.mark.parametrize("extractor", ["trafilatura", "fast", "resiliparse"])
 def test_main_text_kept_navigation_and_footer_removed(extractor, isolation):
     out, = run_stage(ExtractConfig(extractor=extractor, isolation=isolation), [doc(PAGE)])
     assert isinstance(out, Document), out
@@ -67,7 +67,7 @@ def test_main_text_kept_navigation_and_footer_removed(extractor, isolation):
     assert out.html is None  # released once the text is extracted
 
 
-@pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
+@pytest.mark.parametrize("extractor", ["trafilatura", "fast", "resiliparse"])
 def test_process_and_inline_isolation_agree(extractor):
     pages = [PAGE, article_html("Second page", PARAGRAPHS[::-1]), "<html><body><p>Short note.</p></body></html>"]
     results = {iso: run_stage(ExtractConfig(extractor=extractor, isolation=iso), [doc(p, i) for i, p in enumerate(pages)])
@@ -76,7 +76,7 @@ def test_process_and_inline_isolation_agree(extractor):
         [(outcome(o), getattr(o, "text", "")) for o in results["inline"]]
 
 
-@pytest.mark.parametrize("extractor", ["trafilatura", "resiliparse"])
+@pytest.mark.parametrize("extractor", ["trafilatura", "fast", "resiliparse"])
 def test_pages_without_text_are_no_text(extractor):
     pages = ["", "<html><body></body></html>", "<html><head><title>t</title></head><body><div> </div></body></html>"]
     out = run_stage(ExtractConfig(extractor=extractor, isolation="inline"), [doc(p, i) for i, p in enumerate(pages)])
@@ -92,7 +92,7 @@ def test_min_chars():
 
 
 def test_extract_text_is_a_pure_function():
-    for extractor in ("trafilatura", "resiliparse"):
+    for extractor in ("trafilatura", "fast", "resiliparse"):
         first = extract_text(PAGE, "https://harbour.example.org/", extractor, True, True, False)
         assert first == extract_text(PAGE, "https://harbour.example.org/", extractor, True, True, False)
         assert extract_text("", "", extractor, True, True, False) == ""

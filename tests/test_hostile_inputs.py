@@ -116,10 +116,11 @@ def run(tmp_path: Path, inputs: list[Path], **overrides) -> dict:
     return stats
 
 
-def test_every_sample_file_and_every_generated_bad_input_is_survived_and_counted(tmp_path):
+@pytest.mark.parametrize("extractor", ["trafilatura", "fast"])
+def test_every_sample_file_and_every_generated_bad_input_is_survived_and_counted(tmp_path, extractor):
     samples = sorted(p for p in shared_path("warc-samples").iterdir() if p.is_file())
     bad = make_bad_inputs(tmp_path / "bad")
-    stats = run(tmp_path, samples + list(bad.values()))
+    stats = run(tmp_path, samples + list(bad.values()), extract={"extractor": extractor})
     reasons = dropped(stats)
     for reason in ("truncated", "unreadable_archive", "empty_file", "too_large", "binary_payload"):
         assert reasons.get(reason, 0) >= 1, (reason, reasons)
