@@ -109,25 +109,30 @@ def _minimal_html(tree: HTMLTree, skips: list[str]) -> str:
 def _keep_lines(minimal_html: str) -> str:
     blocks = [block for line in minimal_html.split("\n") if (block := _classify(line)) is not None]
     kinds = [kind for _, kind in blocks]
-
-    def neighbour(i: int, step: int) -> str | None:
-        """Kind of the nearest good or bad line from i in direction step."""
-        i += step
-        while 0 <= i < len(kinds) and kinds[i] not in ("good", "bad"):
-            i += step
-        return kinds[i] if 0 <= i < len(kinds) else None
-
+    before = _nearest_decided(kinds)
+    after = _nearest_decided(kinds[::-1])[::-1]
     kept = []
-    for i, (text, kind) in enumerate(blocks):
+    for (text, kind), previous, following in zip(blocks, before, after):
         if kind == "good":
             kept.append(text)
-        elif kind == "short" and neighbour(i, -1) == "good" == neighbour(i, 1):
+        elif kind == "short" and previous == "good" == following:
             kept.append(text)
-        elif kind == "item" and "good" in (neighbour(i, -1), neighbour(i, 1)):
+        elif kind == "item" and "good" in (previous, following):
             kept.append(text)
-        elif kind == "heading" and neighbour(i, 1) == "good":
+        elif kind == "heading" and following == "good":
             kept.append(text)
     return "\n".join(kept)
+
+
+def _nearest_decided(kinds: list[str]) -> list[str | None]:
+    """For each line, the kind of the nearest good or bad line before it (None if there is none).
+    One pass, so a page of many short lines costs linear time."""
+    nearest, last = [], None
+    for kind in kinds:
+        nearest.append(last)
+        if kind in ("good", "bad"):
+            last = kind
+    return nearest
 
 
 def _classify(line: str) -> tuple[str, str] | None:
