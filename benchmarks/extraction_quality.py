@@ -73,21 +73,27 @@ def score(name: str, settings: dict, pages: list[tuple[str, str, dict]]) -> dict
 
     for url, html, _ in pages[:5]:  # warm-up: imports and caches
         run(html, url)
-    found = wanted = absent = unwanted = 0
-    times = []
-    for url, html, entry in pages:
+    texts, times = [], []
+    for url, html, _ in pages:
         started = time.perf_counter()
-        text = run(html, url)
+        texts.append(run(html, url))
         times.append(1000 * (time.perf_counter() - started))
+    return {"extractor": name, **settings, "pages": len(pages), **snippet_scores(texts, [e for _, _, e in pages]),
+            "ms_median": round(statistics.median(times), 2), "ms_mean": round(statistics.fmean(times), 2),
+            "ms_p90": round(statistics.quantiles(times, n=10)[-1], 2)}
+
+
+def snippet_scores(texts: list[str], entries: list[dict]) -> dict:
+    """Share of `with` snippets found and of `without` snippets absent, over all pages' snippets."""
+    found = wanted = absent = unwanted = 0
+    for text, entry in zip(texts, entries, strict=True):
         text = normalise(text)
         wanted += len(entry["with"])
         found += sum(normalise(s) in text for s in entry["with"])
         unwanted += len(entry["without"])
         absent += sum(normalise(s) not in text for s in entry["without"])
-    return {"extractor": name, **settings, "pages": len(pages), "with": round(found / wanted, 4) if wanted else None,
-            "without": round(absent / unwanted, 4) if unwanted else None, "with_snippets": wanted,
-            "without_snippets": unwanted, "ms_median": round(statistics.median(times), 2),
-            "ms_mean": round(statistics.fmean(times), 2), "ms_p90": round(statistics.quantiles(times, n=10)[-1], 2)}
+    return {"with": round(found / wanted, 4) if wanted else None, "without": round(absent / unwanted, 4) if unwanted else None,
+            "with_snippets": wanted, "without_snippets": unwanted}
 
 
 def main() -> None:

@@ -3,14 +3,14 @@ quality on real pages of trafilatura's evaluation set against plain resiliparse.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import re
 
 import pytest
 
 from stages.fast_extractor import extract_fast
 from stages.html_extract import extract_text
-from support import shared_path
+from support import REPO, shared_path
 
 ARTICLE = [
     "The harbour committee published its long awaited report on the northern ferry on Tuesday evening, "
@@ -88,17 +88,12 @@ def test_same_page_same_text():
     assert extract_fast(html) == extract_fast(html) == extract_text(html, "", "fast", True, True, False)
 
 
-def snippet_scores(texts: list[str], entries: list[dict]) -> tuple[float, float]:
-    def norm(text: str) -> str:
-        return re.sub(r"\s+", " ", text).strip()
-    found = wanted = absent = unwanted = 0
-    for text, entry in zip(texts, entries):
-        text = norm(text)
-        wanted += len(entry["with"])
-        found += sum(norm(s) in text for s in entry["with"])
-        unwanted += len(entry["without"])
-        absent += sum(norm(s) not in text for s in entry["without"])
-    return found / wanted, absent / unwanted
+def load_harness():
+    """benchmarks/extraction_quality.py, whose page reading and snippet scoring the test shares."""
+    spec = importlib.util.spec_from_file_location("extraction_quality", REPO / "benchmarks" / "extraction_quality.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    return harness
 
 
 @pytest.mark.slow
@@ -106,19 +101,16 @@ def test_on_real_pages_it_keeps_the_main_text_and_much_less_boilerplate_than_res
     """On 150 pages of trafilatura's evaluation set (the full comparison with trafilatura is
     benchmarks/extraction_quality.py), the fast extractor finds nearly as many main-text snippets as
     resiliparse's main-content mode and keeps far fewer boilerplate snippets."""
-    from refinery.config import InputConfig
-    from refinery.document import Document
-    from stages.warc_reader import WarcReader
-
+    harness = load_harness()
     evaldata = json.loads(shared_path("extraction/trafilatura-evaldata.json").read_text())
-    reader = WarcReader(InputConfig(paths=["unused"]), source="test")
-    pages = {}
-    for item in reader.read(str(shared_path("web/dev-00000.warc.gz"))):
-        if isinstance(item, Document) and item.url in evaldata and len(pages) < 150:
-            pages.setdefault(item.url, item.html)
+    pages = harness.evaluation_pages(shared_path("web"), evaldata, limit=150)
     assert len(pages) >= 100
-    entries = [evaldata[url] for url in pages]
-    fast = snippet_scores([extract_text(h, u, "fast", True, True, False) for u, h in pages.items()], entries)
-    plain = snippet_scores([extract_text(h, u, "resiliparse", True, True, False) for u, h in pages.items()], entries)
+    entries = [entry for _, _, entry in pages]
+
+    def scores(extractor: str) -> tuple[float, float]:
+        result = harness.snippet_scores([extract_text(h, u, extractor, True, True, False) for u, h, _ in pages], entries)
+        return result["with"], result["without"]
+
+    fast, plain = scores("fast"), scores("resiliparse")
     assert fast[0] >= 0.85 and fast[0] >= plain[0] - 0.08, (fast, plain)
     assert fast[1] >= 0.88 and fast[1] >= plain[1] + 0.10, (fast, plain)
