@@ -296,10 +296,12 @@ def _random_rows(files: list[Path], count: int, rng: random.Random, columns: lis
         table = pq.ParquetFile(path).read_row_group(group, columns=columns)
         if table.num_rows:
             rows.append(table.slice(rng.randrange(table.num_rows), 1).to_pylist()[0])
+    first_group = None
     while len(rows) < count and groups:  # few row groups: more rows from the first
-        table = pq.ParquetFile(groups[0][0]).read_row_group(groups[0][1], columns=columns)
+        if first_group is None:  # read once, not once per extra row
+            first_group = pq.ParquetFile(groups[0][0]).read_row_group(groups[0][1], columns=columns).to_pylist()
         taken = {r["id"] for r in rows}
-        extra = [r for r in table.to_pylist() if r["id"] not in taken]
+        extra = [r for r in first_group if r["id"] not in taken]
         if not extra:
             break
         rows.append(rng.choice(extra))
