@@ -18,6 +18,8 @@ class ExtractConfig(StageConfig):
     # document; "inline" is faster to debug but has no time bound.
     isolation: Literal["process", "inline"] = "process"
     timeout_s: float = Field(default=5.0, gt=0)
+    # favor_precision and include_tables are trafilatura's; include_comments is trafilatura's and
+    # resiliparse's ("fast" always leaves comment sections out).
     favor_precision: bool = True
     include_tables: bool = True
     include_comments: bool = False
