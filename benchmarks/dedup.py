@@ -9,13 +9,13 @@ Two sub-benchmarks:
 
           Documents: ../shared/data/dedup/minhash-articles/articles_2500.train (2500 news articles with
           20 planted near-duplicate pairs, listed in articles_2500.truth), plus with --web DIR the
-          documents of an earlier run (any folder of refinery.shard.DOCUMENT_SCHEMA Parquet files,
+          documents of an earlier run (any folder of refinery.pipeline.chain.DOCUMENT_SCHEMA Parquet files,
           e.g. a run's documents/). They are written once as --shards K zstd Parquet files of
           DOCUMENT_SCHEMA; both engines read these same files.
 
           refinery  the files are copied into OUT/filtered/ (untimed), then, timed:
                     distributed.LocalCluster(n_workers=2, threads_per_worker=1) + Client, then
-                    refinery.dag.deduplicate() under dask.config.set(dataframe.shuffle.method=tasks),
+                    refinery.pipeline.run.deduplicate() under dask.config.set(dataframe.shuffle.method=tasks),
                     then client/cluster close. The config has only `dedup: [{minhash_dedup: {}}]`
                     (defaults: 450 bands x 20 rows, 5-grams, verify off). Two variants:
                     "refinery" (jaccard_to_kept: true, the default, which computes each duplicate's
@@ -42,11 +42,11 @@ Two sub-benchmarks:
           rewrites every record's WARC-Target-URI host to `copy{k}.<host>` and its WARC-Record-ID
           (and any WARC-Concurrent-To / WARC-Refers-To / WARC-Warcinfo-ID) to uuid5(copy k, old id);
           gzip is kept. 1x = copy 0 (4 shards), 4x = copies 0-3 (16 shards). Each scale runs
-          refinery.dag.execute() (what `refinery run` does) in a fresh process with
+          refinery.pipeline.run.execute() (what `refinery run` does) in a fresh process with
           configs/english.yaml, its extract stage switched to `extractor: resiliparse,
           isolation: inline`, 2 workers. A background thread samples the RSS of every descendant
           process (the LocalCluster worker processes; the nannies live in the driver) every 50 ms;
-          refinery.dag.Progress(on_phase=...) marks the start of the dedup phase and splits the
+          refinery.pipeline.run.Progress(on_phase=...) marks the start of the dedup phase and splits the
           samples: "map" = map tasks and the per-shard keys tasks (which run with the map tasks),
           "dedup" = the corpus-wide resolution and the per-shard rewrite. The workers enter dedup
           holding what the map phase left (~1 GiB), so each run then also calls deduplicate() twice
@@ -198,7 +198,7 @@ def article_rows() -> list[dict]:
 def web_rows(folder: str) -> list[dict]:
     import pyarrow.parquet as pq
 
-    from refinery.shard import DOCUMENT_SCHEMA
+    from refinery.pipeline.chain import DOCUMENT_SCHEMA
 
     files = sorted(glob.glob(os.path.join(folder, "*.parquet"))) if os.path.isdir(folder) else sorted(glob.glob(folder))
     if not files:
@@ -211,7 +211,7 @@ def write_shards(rows: list[dict], folder: Path, k: int) -> list[Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from refinery.shard import DOCUMENT_SCHEMA
+    from refinery.pipeline.chain import DOCUMENT_SCHEMA
 
     folder.mkdir(parents=True, exist_ok=True)
     bounds = [round(i * len(rows) / k) for i in range(k + 1)]
@@ -233,16 +233,13 @@ def truth_pairs() -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------
 
 def _child_refinery(data_dir: str, out: str, workers: int, jaccard_to_kept: bool) -> dict:
-    import logging
-
-    import dask
     import pyarrow.parquet as pq
-    from distributed import Client, LocalCluster
 
     from refinery.config import parse_config
-    from refinery.dag import Progress, deduplicate
+    from refinery.engine import Engine
     from refinery.io import InputShard
     from refinery.minhash import MinHasher
+    from refinery.pipeline.run import Progress, deduplicate
 
     config = parse_config({
         "name": "dedup-bench",
@@ -264,17 +261,10 @@ def _child_refinery(data_dir: str, out: str, workers: int, jaccard_to_kept: bool
     progress = Progress(on_phase=lambda message: marks.setdefault("keys_done", time.perf_counter()))
     with RssSampler(os.getpid()) as rss:
         t0 = time.perf_counter()
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
-        client = Client(cluster)
-        t1 = time.perf_counter()
-        try:
-            with dask.config.set({"dataframe.shuffle.method": "tasks"}):
-                applied, summary = deduplicate(config, shards, out, client, progress=progress)
+        with Engine(workers=workers, shuffle="tasks") as engine:
+            t1 = time.perf_counter()
+            applied, summary = deduplicate(config, shards, out, engine, progress=progress)
             t2 = time.perf_counter()
-        finally:
-            client.close()
-            cluster.close()
         t3 = time.perf_counter()
 
     stage = summary["per_stage"]["minhash_dedup"]
@@ -287,8 +277,8 @@ def _child_refinery(data_dir: str, out: str, workers: int, jaccard_to_kept: bool
                      "apply": t2 - marks["keys_done"] - resolve_s, "cluster_close": t3 - t2},
         "dedup_only_s": t2 - t1,
         "task_seconds": summary["timings"],
-        "docs_in": sum(r["funnel"][0]["docs_in"] for r in applied),
-        "docs_out": sum(r["documents"] for r in applied),
+        "docs_in": sum(r.funnel[0]["docs_in"] for r in applied),
+        "docs_out": sum(r.documents for r in applied),
         "removed": stage["removed"],
         "clusters": stage["clusters"],
         "cluster_of": {r["id"]: r["cluster_id"] for r in clusters},
@@ -313,8 +303,13 @@ def _child_datatrove(data_dir: str, out: str, workers: int) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.writers import ParquetWriter
     from datatrove_compat import split_tokenizer
@@ -490,32 +485,21 @@ def memory_config(paths: list[str], out: str, workers: int, dedup_only: str | No
 def _dedup_fresh(config, shards, out: str, workers: int) -> dict:
     """deduplicate() alone, on fresh workers, over the filtered/ documents an execute() run left in
     `out` (its dedup markers removed first, so keys, resolution and rewrite all run again)."""
-    import logging
-
-    import dask
-    from distributed import Client, LocalCluster
-
-    from refinery.dag import deduplicate
+    from refinery.engine import Engine
+    from refinery.pipeline.run import deduplicate
 
     for folder in ("_markers/keys", "_markers/apply"):
         shutil.rmtree(Path(out) / folder, ignore_errors=True)
     (Path(out) / "_markers" / "dedup.done").unlink(missing_ok=True)
     with RssSampler(os.getpid()) as rss:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
-        client = Client(cluster)
-        t1 = time.perf_counter()
-        try:
-            with dask.config.set({"dataframe.shuffle.method": config.spec.run.shuffle}):
-                applied, summary = deduplicate(config, shards, out, client)
+        with Engine(workers=workers, shuffle=config.spec.run.shuffle) as engine:
+            t1 = time.perf_counter()
+            applied, summary = deduplicate(config, shards, out, engine)
             t2 = time.perf_counter()
-        finally:
-            client.close()
-            cluster.close()
     return {
         "stages": [s.name for s in config.dedup],
-        "docs_in": sum(r["funnel"][0]["docs_in"] for r in applied),
-        "docs_out": sum(r["documents"] for r in applied),
+        "docs_in": sum(r.funnel[0]["docs_in"] for r in applied),
+        "docs_out": sum(r.documents for r in applied),
         "removed": {name: st["removed"] for name, st in summary["per_stage"].items()},
         "timings": summary["timings"],
         "wall_s": t2 - t1,
@@ -527,8 +511,9 @@ def _child_memory(paths: list[str], out: str, workers: int) -> dict:
     import dask.dataframe as dd
     import pyarrow.parquet as pq
 
-    from refinery.dag import Progress, execute, prepare_output
+    from refinery.engine.output import prepare_output
     from refinery.io import expand_inputs
+    from refinery.pipeline.run import Progress, execute
 
     config = memory_config(paths, out, workers)
     shards = expand_inputs(config.spec.input.paths)
@@ -811,9 +796,9 @@ def memory_markdown(summary: dict, ratios: dict) -> str:
 def _report_header(args) -> dict:
     import dask
     import distributed
+    from map_phase import _git_state
 
     from refinery import __version__
-    from map_phase import _git_state
 
     return {
         "command": " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),

@@ -51,7 +51,7 @@ def evaluation_pages(web: Path, evaldata: dict, limit: int | None) -> list[tuple
     """(url, html, entry) of every response record in the web shards whose URL has an entry."""
     from refinery.config import InputConfig
     from refinery.document import Document
-    from stages.warc_reader import WarcReader
+    from refinery.stages.warc_reader import WarcReader
 
     reader = WarcReader(InputConfig(paths=["unused"]), source="benchmark")
     pages, seen = [], set()
@@ -66,7 +66,7 @@ def evaluation_pages(web: Path, evaldata: dict, limit: int | None) -> list[tuple
 
 
 def score(name: str, settings: dict, pages: list[tuple[str, str, dict]]) -> dict:
-    from stages.html_extract import extract_text
+    from refinery.stages.html_extract import extract_text
 
     def run(html: str, url: str) -> str:
         return extract_text(html, url, settings["extractor"], settings["favor_precision"], True, False)

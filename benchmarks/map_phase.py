@@ -18,9 +18,9 @@ Each engine runs in a fresh
 Python process (this script re-invoked with --child), so no engine inherits another's imports, caches
 or worker pools:
 
-  refinery          refinery.dag.execute(): a Dask LocalCluster with N worker processes, one task per
+  refinery          refinery.pipeline.run.execute(): a Dask LocalCluster with N worker processes, one task per
                     shard; this is what `refinery run` does (minus the console progress display)
-  refinery-pool     refinery.shard.run_shard() in a plain N-process pool, no Dask (shows Dask's cost)
+  refinery-pool     refinery.pipeline.chain.run_shard() in a plain N-process pool, no Dask (shows Dask's cost)
   refinery-noprefilter  refinery without its language_prefilter stage (mdr), i.e. trafilatura on
                     every page, as datatrove does
   datatrove         datatrove's WarcReader -> Trafilatura -> LanguageFilter -> ParquetWriter on a
@@ -114,8 +114,9 @@ def _extract_docs_in(steps: list[dict]) -> int:
 
 def _child_refinery(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str,
                     prefilter: bool = True) -> dict:
-    from refinery.dag import execute, prepare_output
+    from refinery.engine.output import prepare_output
     from refinery.io import expand_inputs
+    from refinery.pipeline.run import execute
 
     config = map_phase_config(paths, out, workers, limit, pipeline, prefilter, dashboard=False)
     shards = expand_inputs(config.spec.input.paths)
@@ -142,7 +143,7 @@ def _child_refinery_pool(paths: list[str], out: str, workers: int, limit: int | 
     from multiprocessing import get_context
 
     from refinery.io import expand_inputs
-    from refinery.shard import run_shard
+    from refinery.pipeline.chain import run_shard
     from refinery.stats import StageStats, sum_stage_stats
 
     config = map_phase_config(paths, out, workers, limit, pipeline)
@@ -151,7 +152,7 @@ def _child_refinery_pool(paths: list[str], out: str, workers: int, limit: int | 
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver")) as pool:
         results = list(pool.map(run_shard, shards, [config] * len(shards), [out] * len(shards)))
     wall = time.perf_counter() - started
-    funnel = sum_stage_stats([[StageStats.from_dict(s) for s in r["funnel"]] for r in results])
+    funnel = sum_stage_stats([[StageStats.from_dict(s) for s in r.funnel] for r in results])
     steps = [
         {"step": s.stage, "docs_in": s.docs_in, "docs_out": s.docs_out,
          "dropped": dict(s.dropped), "seconds": round(s.seconds, 3)}
@@ -179,7 +180,9 @@ def _local_ft176_class():
         @property
         def model(self):
             if self._model is None:
-                from fasttext.FastText import _FastText  # what FastTextLID.model itself does
+                from fasttext.FastText import (
+                    _FastText,  # what FastTextLID.model itself does
+                )
 
                 self._model = _FastText(self.model_path)
             return self._model
@@ -190,11 +193,15 @@ def _local_ft176_class():
 def _child_datatrove(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str) -> dict:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.extractors import Trafilatura
-    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter, LanguageFilter, URLFilter
+    from datatrove.pipeline.filters import (
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+        LanguageFilter,
+        URLFilter,
+    )
     from datatrove.pipeline.readers import WarcReader
     from datatrove.pipeline.writers import ParquetWriter
-
-    from stages.language_id import default_model_path
+    from refinery.stages.language_id import default_model_path
 
     folders = {os.path.dirname(p) for p in paths}
     if len(folders) != 1:

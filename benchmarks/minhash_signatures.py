@@ -53,7 +53,7 @@ def web_texts(parquet: str | None) -> list[str]:
     import pyarrow.parquet as pq
     if parquet is None:
         from refinery.config import load_config, with_overrides
-        from refinery.dag import execute
+        from refinery.pipeline.run import execute
         from refinery.io import expand_inputs
         inputs = sorted(glob.glob(str(SHARED / "web" / "dev-0000*.warc.gz")))
         if not inputs:

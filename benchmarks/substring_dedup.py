@@ -95,7 +95,7 @@ def child(engine: str, fraction: float, web: str | None) -> dict:
     before = rss_mib()
     started = time.perf_counter()
     if engine == "refinery":
-        from stages.substring_dedup import find_repeats
+        from refinery.stages.substring_dedup import find_repeats
 
         cut_tokens = find_repeats(texts, MIN_TOKENS).cut_tokens
     else:

@@ -49,7 +49,7 @@ def load_texts() -> list[str]:
 
 
 def child(engine: str, tokenizer_path: str, batch_size: int, parquet: str) -> dict:
-    import tokenizer as tk
+    from refinery import tokenizer as tk
     from refinery.tokens import TokenShardWriter, encode_documents, token_dtype
 
     texts = load_texts()
@@ -65,7 +65,7 @@ def child(engine: str, tokenizer_path: str, batch_size: int, parquet: str) -> di
         dtype = token_dtype(tokenizer.get_vocab_size())
         writer = TokenShardWriter(out, "part-00000", tokenizer.get_vocab_size(), tokenizer_name="bench")
         for start in range(0, len(texts), batch_size):
-            for ids in encode_documents(tokenizer, texts[start:start + batch_size], tk.EOS_ID, dtype):
+            for ids in encode_documents(tokenizer, texts[start:start + batch_size], tk.eos_id(tokenizer), dtype):
                 writer.add(ids)
         writer.close()
         tokens = writer.tokens - len(texts)  # without the EOS tokens, to compare with raw
@@ -111,7 +111,7 @@ def main() -> int:
     pq.write_table(pa.table({"text": texts, "id": [str(n) for n in range(len(texts))]}), parquet)
     tokenizer_path = args.tokenizer
     if not tokenizer_path:
-        import tokenizer as tk
+        from refinery import tokenizer as tk
 
         tokenizer_path = str(work / "tokenizer")
         tk.save(tk.train(texts), tokenizer_path)

@@ -31,13 +31,13 @@ def child(engine: str, args) -> dict:
     import numpy as np
     import torch
 
-    import tokenizer as tk
+    from refinery import tokenizer as tk
     from refinery.train import (ModelSettings, TokenWindows, TrainSettings, build_model, build_optimizer,
                                 learning_rate, train_step)
 
     torch.manual_seed(1)
     settings = ModelSettings(layers=args.layers, hidden_size=args.hidden_size, heads=args.heads, seq_len=args.seq_len)
-    model = build_model(settings, tk.load(args.tokenizer).get_vocab_size())
+    model = build_model(settings, tk.load(args.tokenizer))
     windows = TokenWindows(args.data, args.seq_len, 0.05)
     rng = np.random.default_rng(1)
     total = args.warmup_steps + args.steps

@@ -156,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # never reach the network for it
-    from refinery.config import load_config, with_overrides
-    from refinery.dag import execute, prepare_output
+    from refinery.config import load_config, read_yaml, with_overrides
+    from refinery.engine.output import prepare_output
     from refinery.io import expand_inputs
+    from refinery.pipeline.chain import source_stage_class
+    from refinery.pipeline.run import execute
     from refinery.progress import ConsoleProgress
-
-    from refinery.config import read_yaml
 
     raw = read_yaml(args.config)
     if isinstance(raw, dict) and "mix" in raw:
@@ -172,7 +172,7 @@ def command_run(args: argparse.Namespace) -> int:
     shards = expand_inputs(config.spec.input.paths)
     if args.dry_run:
         print(f"config {config.path} ({config.fingerprint()}) -> {out_dir}")
-        print("stages: " + " -> ".join(["warc_reader", *(s.name for s in config.stages)]))
+        print("stages: " + " -> ".join([source_stage_class(config).name, *(s.name for s in config.stages)]))
         if config.dedup:
             print("dedup:  " + " -> ".join(s.name for s in config.dedup))
         for shard in shards:
@@ -232,7 +232,7 @@ def command_tokenizer_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from refinery.config import ConfigError
-    from tokenizer import file_hash, sample_texts, save, train
+    from refinery.tokenizer import file_hash, sample_texts, save, train
 
     files: list[str] = []
     for item in args.inputs:
@@ -252,7 +252,7 @@ def command_tokenizer_train(args: argparse.Namespace) -> int:
 def command_mix(args: argparse.Namespace, raw: dict) -> int:
     """`refinery run` on a mix config: sources, tokenizer, mix by token share, token shards, card."""
     from refinery.config import ConfigError
-    from refinery.dag import prepare_output
+    from refinery.engine.output import prepare_output
     from refinery.mix import execute_mix, parse_mix
 
     spec = parse_mix(raw, args.config)
@@ -288,12 +288,12 @@ def command_mix(args: argparse.Namespace, raw: dict) -> int:
 
 def command_train(args: argparse.Namespace) -> int:
     from refinery.config import read_yaml
-    from refinery.train import parse_train, train
+    from refinery.train import parse_train, run_training
 
     spec = parse_train(read_yaml(args.config))
     out_dir = args.output or spec.output or os.path.join("runs", "train", spec.name)
     args.output_dir = out_dir
-    summary = train(spec, out_dir, log=lambda line: print(line, file=sys.stderr, flush=True))
+    summary = run_training(spec, out_dir, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f} s")
     for name, result in summary["eval"].items():
         print(f"  {name}: {result['bits_per_byte']:.4f} bits/byte (+- {result['bpb_stderr']:.4f})")
@@ -305,7 +305,7 @@ def command_ablate(args: argparse.Namespace) -> int:
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     from refinery.ablate import execute_ablation, parse_ablation
     from refinery.config import read_yaml
-    from refinery.dag import prepare_output
+    from refinery.engine.output import prepare_output
 
     raw = read_yaml(args.config)
     if isinstance(raw, dict) and args.input:

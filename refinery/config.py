@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from refinery.stage import StageConfig
+from refinery.stage import SpanCutStage, StageConfig
 
 
 class ConfigError(Exception):
@@ -59,11 +59,25 @@ class PipelineSpec(_Strict):
 class StageSpec:
     name: str
     config: StageConfig
+    stage_class: type  # from the registry the config was parsed with
 
     def build(self):
-        from stages import DEDUP_STAGES, STAGES
+        return self.stage_class(self.config)
 
-        return (STAGES.get(self.name) or DEDUP_STAGES[self.name])(self.config)
+
+@dataclass(frozen=True)
+class Registry:
+    """The stages a config may name: per-shard chain stages and corpus-wide dedup stages."""
+
+    chain: dict[str, type]
+    dedup: dict[str, type]
+
+
+def default_registry() -> Registry:
+    """refinery's own stages (``refinery.stages``); importing them loads no model or parser."""
+    from refinery.stages import DEDUP_STAGES, STAGES
+
+    return Registry(STAGES, DEDUP_STAGES)
 
 
 @dataclass(frozen=True)
@@ -107,19 +121,18 @@ def _first_error(err: ValidationError, prefix: str = "") -> ConfigError:
     return ConfigError(key, message)
 
 
-def parse_config(raw: Any, path: str = "") -> PipelineConfig:
-    from stages import DEDUP_STAGES, STAGES
-
+def parse_config(raw: Any, path: str = "", registry: Registry | None = None) -> PipelineConfig:
+    registry = registry or default_registry()
     if not isinstance(raw, dict):
         raise ConfigError("(root)", "the config must be a YAML mapping")
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as err:
         raise _first_error(err) from None
-    stage_specs = _parse_stage_list(spec.stages, "stages", STAGES)
-    dedup_specs = _parse_stage_list(spec.dedup, "dedup", DEDUP_STAGES)
+    stage_specs = _parse_stage_list(spec.stages, "stages", registry.chain)
+    dedup_specs = _parse_stage_list(spec.dedup, "dedup", registry.dedup)
     for index, stage in enumerate(dedup_specs[:-1]):
-        if DEDUP_STAGES[stage.name].method == "substring":  # it cuts what the others decided to keep
+        if issubclass(stage.stage_class, SpanCutStage):  # it cuts what the others decided to keep
             raise ConfigError(f"dedup[{index}]", f"{stage.name} must be the last dedup stage")
     return PipelineConfig(spec=spec, stages=tuple(stage_specs), path=path, dedup=tuple(dedup_specs))
 
@@ -141,7 +154,7 @@ def _parse_stage_list(entries: list, section: str, registry: dict) -> list[Stage
             stage_config = registry[name].Config.model_validate(params)
         except ValidationError as err:
             raise _first_error(err, f"{where}.{name}") from None
-        stage_specs.append(StageSpec(name, stage_config))
+        stage_specs.append(StageSpec(name, stage_config, registry[name]))
     seen = [s.name for s in stage_specs]
     duplicates = {n for n in seen if seen.count(n) > 1}
     if duplicates:
@@ -166,8 +179,8 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError("(file)", f"invalid YAML{where}: {getattr(err, 'problem', err)}") from None
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    return parse_config(read_yaml(path), str(path))
+def load_config(path: str | Path, registry: Registry | None = None) -> PipelineConfig:
+    return parse_config(read_yaml(path), str(path), registry)
 
 
 def with_overrides(config: PipelineConfig, **run_overrides: Any) -> PipelineConfig:
@@ -189,12 +202,11 @@ def with_overrides(config: PipelineConfig, **run_overrides: Any) -> PipelineConf
     return PipelineConfig(spec=spec, stages=config.stages, path=config.path, dedup=config.dedup)
 
 
-def dedup_only_config(name: str, dedup: list[dict], run: RunConfig, key: str = "dedup") -> PipelineConfig:
+def dedup_only_config(name: str, dedup: list[dict], run: RunConfig, key: str = "dedup",
+                      registry: Registry | None = None) -> PipelineConfig:
     """A config with no chain, only dedup stages: for sources that arrive as documents
     (curated files in a mix) and opt into dedup."""
-    from stages import DEDUP_STAGES
-
-    specs = _parse_stage_list(dedup, key, DEDUP_STAGES)
+    specs = _parse_stage_list(dedup, key, (registry or default_registry()).dedup)
     spec = PipelineSpec.model_construct(name=name, source=name, output=None, input=InputConfig(), run=run,
                                         stages=[], dedup=list(dedup))
     return PipelineConfig(spec=spec, stages=(), path="", dedup=tuple(specs))

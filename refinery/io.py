@@ -93,6 +93,19 @@ def _storage_options(url: str) -> dict:
     return {}
 
 
+def remote_identity(path: str) -> list:
+    """What identifies a remote input's content: its ETag when the store gives one, else its size
+    and modification time."""
+    import fsspec
+
+    fs, _, _ = fsspec.core.get_fs_token_paths(path, storage_options=_storage_options(path))
+    info = fs.info(path)
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return ["etag", str(etag).strip('"')]
+    return ["size", info.get("size"), str(info.get("LastModified") or info.get("mtime") or "")]
+
+
 @contextlib.contextmanager
 def open_input(path: str) -> Iterator[IO[bytes]]:
     """Opens raw bytes; WARC readers do their own per-member gzip decoding."""
@@ -134,31 +147,3 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
-
-# --- completion markers --------------------------------------------------------------------------
-# A task writes its outputs atomically, then its marker: the task's key (everything its outputs
-# depend on), its result and the size of each output. A rerun with the same key whose outputs
-# still have those sizes returns the stored result instead of doing the work again.
-
-def file_identity(path: str | Path) -> list:
-    """What a task's key records of an input file: a rewritten file gets a new mtime."""
-    stat = os.stat(path)
-    return [str(path), stat.st_size, stat.st_mtime_ns]
-
-
-def finished_result(marker: str | Path, key: dict) -> dict | list | None:
-    try:
-        stored = json.loads(Path(marker).read_text())
-        if stored["key"] != json.loads(json.dumps(key)):
-            return None
-        if any(not os.path.isfile(p) or os.path.getsize(p) != size for p, size in stored["files"].items()):
-            return None
-        return stored["result"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def mark_finished(marker: str | Path, key: dict, result, files: list[str | Path]) -> None:
-    """Call only after every file in ``files`` was written (atomically)."""
-    write_json_atomic(marker, {"key": key, "result": result,
-                               "files": {str(p): os.path.getsize(p) for p in files}})

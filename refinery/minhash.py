@@ -47,12 +47,12 @@ the same computation, kept for the tests.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from typing import Iterable, Sequence
 
 import numba
 import numpy as np
+
+from refinery.text import normalize  # noqa: F401 - the normalisation MinHash shingles
 
 __all__ = [
     "MinHasher",
@@ -79,24 +79,9 @@ _FOLD_PRIME = 0xFF51AFD7ED558CCD
 
 # Everything that is neither a word character nor whitespace, plus "_" (which \w includes). After
 # NFD this also drops combining marks, so "café" -> "cafe".
-_STRIP_RE = re.compile(r"[^\w\s]|_")
 
 
 # --- normalisation and shingles (reference, pure Python) --------------------------------------
-
-def normalize(text: str) -> str:
-    """RefinedWeb normalisation.
-
-    The text is NFD-decomposed and lowercased. Punctuation, symbols, ``_`` and combining marks
-    (accents) are removed rather than replaced by a space, so "don't" becomes "dont". Runs of
-    whitespace become a single space, and leading and trailing whitespace is dropped.
-
-    >>> normalize("  Héllo,   WORLD!\\n Ça va? ")
-    'hello world ca va'
-    """
-    text = unicodedata.normalize("NFD", text).lower()
-    return " ".join(_STRIP_RE.sub("", text).split())
-
 
 def shingles(text: str, n: int = DEFAULT_NGRAM, *, normalized: bool = False) -> list[str]:
     """The word ``n``-gram shingles of ``text``, normalised first unless ``normalized``.

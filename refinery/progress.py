@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from refinery.dag import Progress
+from refinery.pipeline.run import Progress
 
 
 class ConsoleProgress(Progress):
@@ -36,10 +36,10 @@ class ConsoleProgress(Progress):
         resumed = f", {self.resumed} shards resumed" if self.resumed else ""
         return f"records {self.records:,} -> documents {self.kept:,}{resumed}"
 
-    def _shard(self, result: dict) -> None:
-        self.records += result["records"]
-        self.kept += result["documents"]
-        self.resumed += bool(result.get("resumed"))
+    def _shard(self, result) -> None:
+        self.records += result.records
+        self.kept += result.documents
+        self.resumed += result.resumed
         self.bar.update(self.task, advance=1, docs=self._docs())
 
     def _phase(self, message: str) -> None:

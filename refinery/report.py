@@ -205,7 +205,7 @@ def _shard_size_parts(out: Path, stats: dict, tokenizer: str | None) -> list[str
     (a pipeline run has no tokenizer of its own)."""
     encode = None
     if tokenizer:
-        import tokenizer as tk
+        from refinery import tokenizer as tk
 
         loaded = tk.load(tokenizer)
         encode = lambda texts: sum(len(e.ids) for e in loaded.encode_batch(texts, add_special_tokens=False))  # noqa: E731
@@ -273,10 +273,11 @@ def _sample_parts(out: Path, rng: random.Random) -> list[str]:
     parts += [_document(row, "kept") for row in kept] or ["<p class='note'>No documents were kept.</p>"]
     parts.append("<h3>Dropped, by stage and reason</h3>")
     dropped_dir = out / "dropped"
-    stages = sorted(p.name for p in dropped_dir.iterdir()) if dropped_dir.is_dir() else []
+    # a stage folder can be empty: a rerun removed the samples of drops that no longer happen
+    stages = sorted(p.name for p in dropped_dir.iterdir() if any(p.glob("*.parquet"))) if dropped_dir.is_dir() else []
     for stage in stages:
-        table = pq.read_table(dropped_dir / stage, columns=["id", "url", "reason", "text", "kept_id"])  # bounded samples
-        rows = table.to_pylist()
+        rows = [row for f in sorted((dropped_dir / stage).glob("*.parquet"))  # bounded samples
+                for row in pq.read_table(f, columns=["id", "url", "reason", "text", "kept_id"]).to_pylist()]
         for reason in sorted({r["reason"] for r in rows}):
             chosen = [r for r in rows if r["reason"] == reason]
             rng.shuffle(chosen)

@@ -11,7 +11,10 @@ import os
 import subprocess
 import sys
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
+
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # the folder that holds this refinery package
 
 
 class SandboxTimeout(Exception):
@@ -48,6 +51,10 @@ class ProcessSandbox:
             [sys.executable, "-m", "refinery.sandbox", str(to_child_r), str(from_child_w)],
             pass_fds=(to_child_r, from_child_w),
             stdin=subprocess.DEVNULL,
+            # `-m` puts the working directory first on sys.path: start beside the refinery package
+            # this process imported, so that a source checkout in the working directory does not
+            # shadow an installed refinery (whose stages live in refinery/stages).
+            cwd=PACKAGE_ROOT,
         )
         os.close(to_child_r)
         os.close(from_child_w)

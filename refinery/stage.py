@@ -26,6 +26,7 @@ class Stage:
     reasons: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type[StageConfig]] = StageConfig
     batch_size: ClassVar[int] = 1
+    summary_key: ClassVar[str | None] = None  # its summed extra_stats also go to stats.json under this key
 
     def __init__(self, config: StageConfig | None = None):
         self.config = config if config is not None else self.Config()
@@ -88,21 +89,20 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 
 class DedupStage:
-    """A corpus-wide step, run after the per-shard chain on all of its output.
+    """A corpus-wide step, run after the per-shard chain on all of its output. Its kind is its
+    base class, and the pipeline dispatches on that type:
 
-    Per shard, the stage computes keys from each document (no Dask here); `refinery.dedup`
-    resolves the keys across all shards and drops the losers with `reason`. `method` says how:
+    - :class:`ExactKeyStage`: documents with equal keys are one cluster;
+    - :class:`BandKeyStage`: documents sharing an LSH band key are candidates, and connected
+      components are clusters;
+    - :class:`SpanCutStage`: repeated spans are cut from the documents the others kept.
 
-    - "exact": `exact_key(doc)` returns bytes (or None: not compared); documents with equal keys
-      are one cluster and the `Config.keep` rule picks the one kept;
-    - "minhash": `band_keys(docs)` returns LSH band keys; documents sharing a band key are
-      candidates, connected components are clusters, and the lowest id is kept.
+    Per shard, the stage computes keys from each document (no Dask here); the engine resolves them
+    across all shards and the losers are dropped with ``reason``.
     """
 
     name: ClassVar[str]
     reason: ClassVar[str]
-    method: ClassVar[str]
-    keys_equal_text: ClassVar[bool] = False  # equal keys mean equal normalised text (Jaccard 1)
     Config: ClassVar[type[StageConfig]] = StageConfig
 
     def __init__(self, config: StageConfig | None = None):
@@ -111,3 +111,26 @@ class DedupStage:
     @property
     def reasons(self) -> tuple[str, ...]:
         return (self.reason,)
+
+
+class ExactKeyStage(DedupStage):
+    """``exact_key(doc)`` returns bytes (or None: not compared); documents with equal keys are one
+    cluster and the ``Config.keep`` rule picks the one kept."""
+
+    keys_equal_text: ClassVar[bool] = False  # equal keys mean equal normalised text (Jaccard 1)
+
+    def exact_key(self, doc: Document) -> bytes | None:
+        raise NotImplementedError
+
+
+class BandKeyStage(DedupStage):
+    """``band_keys(docs)`` returns uint64 LSH band keys, shape (len(docs), bands); documents sharing
+    a band key are candidates, connected components are clusters, and the lowest id is kept."""
+
+    def band_keys(self, docs: list[Document]):
+        raise NotImplementedError
+
+
+class SpanCutStage(DedupStage):
+    """Finds spans repeated across documents, per group of shards, and cuts them after the other
+    dedup stages; a document left too short is dropped with ``reason``. It must come last."""

@@ -303,3 +303,20 @@ def cached_words(text: str, language: str) -> tuple[str, ...]:
     """`split_words`, remembered for the last few texts, so that consecutive Gopher stages
     split a document once (the same `str` object hashes and compares at no cost)."""
     return tuple(split_words(text, language))
+
+
+_STRIP_RE = re.compile(r"[^\w\s]|_")
+
+
+def normalize(text: str) -> str:
+    """RefinedWeb normalisation.
+
+    The text is NFD-decomposed and lowercased. Punctuation, symbols, ``_`` and combining marks
+    (accents) are removed rather than replaced by a space, so "don't" becomes "dont". Runs of
+    whitespace become a single space, and leading and trailing whitespace is dropped.
+
+    >>> normalize("  Héllo,   WORLD!\\n Ça va? ")
+    'hello world ca va'
+    """
+    text = unicodedata.normalize("NFD", text).lower()
+    return " ".join(_STRIP_RE.sub("", text).split())

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -69,14 +70,33 @@ def encode_documents(tokenizer, texts: list[str], eos_id: int, dtype: np.dtype) 
     return out
 
 
-def write_token_file(folder: str | Path, name: str, tokenizer, texts: list[str], eos_id: int) -> int:
-    """``texts`` (each ending with ``eos_id``) as one Megatron ``folder/name.bin/.idx``; returns the
-    tokens written. Nothing is written for no texts. For small held-out parts, encoded at once."""
+def encoded_parquet(tokenizer, path: str | Path, batch_size: int = 1024) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(id, text, token ids) of every document of a documents Parquet file, in order, encoded a
+    batch at a time; the ids end with the tokenizer's end-of-text id. The one tokenization core of
+    mixes and ablations."""
+    import pyarrow.parquet as pq
+
+    from refinery.tokenizer import eos_id
+
+    eos, dtype = eos_id(tokenizer), token_dtype(tokenizer.get_vocab_size())
+    for batch in pq.ParquetFile(path).iter_batches(columns=["id", "text"], batch_size=batch_size):
+        texts = batch.column("text").to_pylist()
+        yield from zip(batch.column("id").to_pylist(), texts, encode_documents(tokenizer, texts, eos, dtype))
+
+
+def write_token_file(folder: str | Path, name: str, tokenizer, texts: list[str]) -> int:
+    """``texts`` (each ending with the end-of-text id) as one Megatron ``folder/name.bin/.idx``;
+    returns the tokens written. Nothing is written for no texts (and an earlier file of that name
+    is removed). For small held-out parts, encoded at once."""
+    from refinery.tokenizer import eos_id
+
     if not texts:
+        for ext in (".bin", ".idx"):
+            (Path(folder) / f"{name}{ext}").unlink(missing_ok=True)
         return 0
     writer = TokenShardWriter(folder, name, tokenizer.get_vocab_size(), ("megatron",))
     try:
-        for tokens in encode_documents(tokenizer, texts, eos_id, token_dtype(tokenizer.get_vocab_size())):
+        for tokens in encode_documents(tokenizer, texts, eos_id(tokenizer), token_dtype(tokenizer.get_vocab_size())):
             writer.add(tokens)
         writer.close()
     except BaseException:

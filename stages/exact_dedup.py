@@ -11,14 +11,13 @@ import hashlib
 from typing import Literal
 
 from refinery.document import Document
-from refinery.minhash import normalize
-from refinery.stage import DedupStage, StageConfig
+from refinery.text import normalize
+from refinery.stage import ExactKeyStage, StageConfig
 
 
-class ExactDedup(DedupStage):
+class ExactDedup(ExactKeyStage):
     name = "exact_dedup"
     reason = "exact_duplicate"
-    method = "exact"
     keys_equal_text = True
 
     class Config(StageConfig):

@@ -24,8 +24,6 @@ from __future__ import annotations
 import html as html_entities
 import re
 
-from resiliparse.extract.html2text import extract_plain_text
-from resiliparse.parse.html import HTMLTree
 
 ARTICLE_SELECTORS = (
     "[itemprop=articleBody]", "[class*=entry-content]", "[class*=post-content]", "[class*=article-body]",
@@ -66,6 +64,8 @@ _MAX_CREDIT_WORDS = 15
 
 def extract_fast(html: str) -> str:
     """Main text of one page, lines joined by newlines; "" when the page has no body."""
+    from resiliparse.parse.html import HTMLTree  # here, so that listing the stages loads no parser
+
     try:
         tree = HTMLTree.parse(html)
     except UnicodeEncodeError:  # lone surrogates from a broken decode: replace them, as a browser would
@@ -101,7 +101,9 @@ def _mark_container(body) -> bool:
     return False
 
 
-def _minimal_html(tree: HTMLTree, skips: list[str]) -> str:
+def _minimal_html(tree, skips: list[str]) -> str:
+    from resiliparse.extract.html2text import extract_plain_text
+
     return extract_plain_text(tree, preserve_formatting="minimal_html", main_content=True, alt_texts=False,
                               links=True, list_bullets=True, comments=False, skip_elements=skips) or ""
 

@@ -45,7 +45,7 @@ def extract_text(html: str, url: str, extractor: str, favor_precision: bool,
         )
         return text or ""
     if extractor == "fast":
-        from stages.fast_extractor import extract_fast
+        from refinery.stages.fast_extractor import extract_fast
 
         return extract_fast(html)
     from resiliparse.extract.html2text import extract_plain_text
@@ -67,7 +67,7 @@ class HtmlExtract(Stage):
                             include_tables=c.include_tables, include_comments=c.include_comments)
         self._sandbox = None
         if c.isolation == "process":
-            self._sandbox = ProcessSandbox("stages.html_extract:extract_text", self._kwargs, c.timeout_s)
+            self._sandbox = ProcessSandbox("refinery.stages.html_extract:extract_text", self._kwargs, c.timeout_s)
 
     def teardown(self) -> None:
         if self._sandbox is not None:

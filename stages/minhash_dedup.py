@@ -1,7 +1,7 @@
 """MinHash fuzzy dedup (RefinedWeb: word 5-grams, 9000 hashes in 450 bands of 20 rows).
 
 Per shard this stage computes each document's LSH band keys (`refinery.minhash`, vectorised).
-`refinery.dedup` then shuffles the keys across workers, links documents that share a bucket,
+the engine (`refinery/engine/resolve.py`) then shuffles the keys across workers, links documents that share a bucket,
 optionally checks each candidate pair's true Jaccard, and keeps the lowest id of every
 connected component. FineWeb's 14 bands x 8 rows is `bands: 14, rows: 8`.
 """
@@ -12,13 +12,12 @@ import numpy as np
 from pydantic import Field
 
 from refinery.document import Document
-from refinery.stage import DedupStage, StageConfig
+from refinery.stage import BandKeyStage, StageConfig
 
 
-class MinhashDedup(DedupStage):
+class MinhashDedup(BandKeyStage):
     name = "minhash_dedup"
     reason = "minhash_duplicate"
-    method = "minhash"
 
     class Config(StageConfig):
         ngram: int = Field(default=5, ge=1, le=64)

@@ -2,7 +2,7 @@
 ``min_tokens`` or more whitespace tokens that occurs more than once in a group of documents.
 
 Tokens are whitespace-separated words (``\\S+``), so a span of 50 tokens is about 300 bytes of
-English. Per group (see `refinery/dedup.py`), the documents' tokens become integer ids joined
+English. Per group (see `refinery/pipeline/substring.py`), the documents' tokens become integer ids joined
 into one sequence, with a unique separator after each document so no match crosses documents.
 A suffix array (pydivsufsort's divsufsort) and its LCP array (Kasai) give, for every position, the
 other positions that share its next ``min_tokens`` tokens: suffixes that share that prefix are
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from refinery.stage import DedupStage, StageConfig
+from refinery.stage import SpanCutStage, StageConfig
 
 _TOKEN = re.compile(r"\S+")
 _BLANK_RUNS = re.compile(r"[ \t]*\n(?:[ \t]*\n)+")
@@ -121,10 +121,9 @@ def cut_text(text: str, ranges: list[tuple[int, int]]) -> str:
     return _BLANK_RUNS.sub("\n\n", "\n".join(line.rstrip() for line in joined.split("\n"))).strip()
 
 
-class SubstringDedup(DedupStage):
+class SubstringDedup(SpanCutStage):
     name = "substring_dedup"
     reason = "too_short_after_cut"
-    method = "substring"
 
     class Config(StageConfig):
         min_tokens: int = Field(default=50, ge=2)  # whitespace tokens (Lee et al. and RefinedWeb: 50)

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from pydantic import Field
 
 from refinery.document import Document
-from refinery.stage import DedupStage, StageConfig
+from refinery.stage import ExactKeyStage, StageConfig
 
 TRACKING_PREFIXES = ("utm_",)
 TRACKING_PARAMS = frozenset({"fbclid", "gclid", "mc_cid", "mc_eid", "yclid", "_ga"})
@@ -40,10 +40,9 @@ def normalize_url(url: str) -> str:
     return host + path + (f"?{urlencode(query)}" if query else "")
 
 
-class UrlDedup(DedupStage):
+class UrlDedup(ExactKeyStage):
     name = "url_dedup"
     reason = "url_duplicate"
-    method = "exact"
 
     class Config(StageConfig):
         keep: Literal["newest", "oldest", "lowest_id"] = Field(

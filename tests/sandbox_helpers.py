@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from stages.html_extract import extract_text
+from refinery.stages.html_extract import extract_text
 
 HANG, CRASH, RAISE = "<!--test:hang-->", "<!--test:crash-->", "<!--test:raise-->"
 

@@ -68,7 +68,7 @@ def run_cli_subprocess(*args, timeout: float = 300, cwd: Path = REPO) -> CliResu
 
 def read_all(path, reader=None):
     """Every item the WARC reader yields for `path` (Documents and Drops, in order)."""
-    from stages.warc_reader import WarcReader
+    from refinery.stages.warc_reader import WarcReader
 
     return list((reader or WarcReader()).read(str(path)))
 

@@ -88,9 +88,9 @@ def test_every_variant_trains_the_same_model_on_the_same_budget(ablation):
 
 
 def test_held_out_documents_are_never_trained_on(ablation):
-    import tokenizer as tk
+    from refinery import tokenizer as tk
     from refinery.minhash import normalize
-    from refinery.mix import heldout
+    from refinery.mix import held_out_by_record_id
     from refinery.train import open_megatron
 
     tmp, out, _ = ablation
@@ -100,7 +100,7 @@ def test_held_out_documents_are_never_trained_on(ablation):
         texts = []
         for idx in sorted(folder.glob("*.idx")):
             tokens = np.asarray(open_megatron(Path(str(idx)[:-4])))
-            ends = np.flatnonzero(tokens == tk.EOS_ID)
+            ends = np.flatnonzero(tokens == tk.eos_id(tokenizer))
             starts = np.concatenate(([0], ends[:-1] + 1))
             texts += [tokenizer.decode(tokens[s:e].tolist()) for s, e in zip(starts, ends)]
         return texts
@@ -112,7 +112,7 @@ def test_held_out_documents_are_never_trained_on(ablation):
         assert trained and not trained & held, variant
     # the reference set is exactly the records whose id hashes into the held-out part
     expected = [json.loads(line)["text"] for line in (tmp / "reference.jsonl").read_text().splitlines()
-                if heldout(json.loads(line)["id"], 0.2)]
+                if held_out_by_record_id(json.loads(line)["id"], 0.2)]
     assert documents(out / "eval" / "reference") == expected
 
 
@@ -126,6 +126,27 @@ def test_a_second_run_reuses_finished_work(ablation):
     for name, variant in before["variants"].items():
         assert after["variants"][name]["eval"] == variant["eval"]
         assert after["variants"][name]["train_tokens"] == variant["train_tokens"]
+
+
+def test_a_killed_tokenization_resumes_without_redoing_finished_shards(ablation):
+    """As if `refinery ablate` was killed while one shard was being tokenized: its marker and token
+    files are gone. The rerun tokenizes that shard again, to the same bytes, and no other."""
+    tmp, out, _ = ablation
+    markers = sorted((out / "_markers" / "ablate" / "tokenize").glob("*.done"))
+    assert len(markers) >= 2
+    victim = markers[0].name.removesuffix(".done")
+    token_files = [p for p in [*out.glob("variants/*/tokens/*"), *out.glob("eval/*/*")] if p.suffix in (".bin", ".idx")]
+    others = {p: p.stat().st_mtime_ns for p in token_files if p.stem != victim}
+    redone = {p: p.read_bytes() for p in token_files if p.stem == victim}
+    assert others and redone
+    markers[0].unlink()
+    for path in redone:
+        path.unlink()
+    again = run_cli_inprocess("ablate", tmp / "ablation.yaml", "--output", out, "--scheduler", "sync")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in others} == others  # finished shards were not redone
+    assert {p: p.read_bytes() for p in redone} == redone and markers[0].exists()
+    assert "tokenizer: training" not in again.stderr and again.stderr.count("done before, reused") == 6
 
 
 @pytest.mark.parametrize("overrides, key", [

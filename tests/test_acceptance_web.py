@@ -165,7 +165,7 @@ def test_dedup_leaves_no_duplicate_text_or_url(web_run):
     """The shards hold 561 byte-identical copies of pages; after filtering, what is left of them
     goes in exact_dedup, and no two documents share a normalised text or a normalised URL."""
     from refinery.minhash import normalize
-    from stages.url_dedup import normalize_url
+    from refinery.stages.url_dedup import normalize_url
 
     funnel = {row["stage"]: row for row in web_run["stats"]["funnel"]}
     exact = funnel["exact_dedup"]
@@ -216,7 +216,7 @@ def test_substring_dedup_cuts_repeated_spans(web_run):
     Both are cut after their first occurrence, and no 50-token window repeats afterwards."""
     import pyarrow.dataset as ds
 
-    from stages.substring_dedup import find_repeats
+    from refinery.stages.substring_dedup import find_repeats
 
     spans = ds.dataset(web_run["out"] / "dedup" / "substring_spans").to_table().to_pylist()
     assert any("Join our Belfast Live breaking news service on WhatsApp" in s["text"] for s in spans)
@@ -224,3 +224,13 @@ def test_substring_dedup_cuts_repeated_spans(web_run):
     assert sum(find_repeats([d["text"] for d in web_run["docs"]]).cut_tokens) == 0
     stage = web_run["stats"]["dedup"]["per_stage"]["substring_dedup"]
     assert stage["documents_touched"] == 2 and stage["bytes_cut"] > 800
+
+
+def test_documents_clusters_and_funnel_match_the_snapshot(web_run):
+    """Byte-identical to the run recorded before the engine refactor (tests/snapshots/behaviour.json)."""
+    from test_behaviour_snapshot import SNAPSHOT, funnel_without_times, tree_hashes
+
+    out = web_run["out"]
+    assert tree_hashes(out / "documents") == SNAPSHOT["documents"]
+    assert tree_hashes(out / "dedup" / "clusters.parquet") == SNAPSHOT["clusters"]
+    assert funnel_without_times(web_run["stats"]) == SNAPSHOT["funnel"]

@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from refinery.config import ConfigError, parse_config
-from refinery.dag import deduplicate
+from refinery.pipeline.run import deduplicate
 from refinery.io import InputShard
 from refinery.minhash import jaccard
-from refinery.shard import DOCUMENT_SCHEMA
-from stages.url_dedup import normalize_url
+from refinery.pipeline.chain import DOCUMENT_SCHEMA
+from refinery.stages.url_dedup import normalize_url
 from support import ENGLISH_CONFIG, run_cli_inprocess, shared_path
 
 
@@ -51,7 +51,7 @@ def _run(tmp_path: Path, shards: list[list[dict]], *dedup: dict) -> tuple[dict, 
     folder = tmp_path / "dedup" / "clusters.parquet"
     clusters = pd.read_parquet(folder) if any(folder.glob("*.parquet")) else pd.DataFrame()
     for result in applied:
-        for stage in result["funnel"]:
+        for stage in result.funnel:
             assert stage["docs_in"] == stage["docs_out"] + sum(stage["dropped"].values())
     return summary, clusters, kept
 

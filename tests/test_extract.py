@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from refinery.document import Document, Drop
 from refinery.sandbox import ProcessSandbox, SandboxCrashed, SandboxError, SandboxTimeout
-from stages.html_extract import ExtractConfig, HtmlExtract, extract_text
+from refinery.stages.html_extract import ExtractConfig, HtmlExtract, extract_text
 from support import REPO, TESTS_DIR, article_html
 
 PARAGRAPHS = [

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from stages.fast_extractor import extract_fast
-from stages.html_extract import extract_text
+from refinery.stages.fast_extractor import extract_fast
+from refinery.stages.html_extract import extract_text
 from support import REPO, shared_path
 
 ARTICLE = [

@@ -15,9 +15,9 @@ import pytest
 from refinery.config import ConfigError, parse_config
 from refinery.document import Document, Drop
 from refinery.text import STOP_WORDS, cached_words, is_word, specials, split_words, stop_words
-from stages import STAGES
-from stages.gopher_quality import GopherQuality, GopherQualityConfig, quality_stats
-from stages.gopher_repetition import (RULES, GopherRepetition, GopherRepetitionConfig, RepetitionThresholds,
+from refinery.stages import STAGES
+from refinery.stages.gopher_quality import GopherQuality, GopherQualityConfig, quality_stats
+from refinery.stages.gopher_repetition import (RULES, GopherRepetition, GopherRepetitionConfig, RepetitionThresholds,
                                       repetition_stats)
 
 SENTENCE = "The quick brown fox jumps over the lazy dog and the dog sleeps with the fox."
@@ -331,7 +331,7 @@ def web_documents(shared_data, tmp_path_factory) -> list[tuple[str, str]]:
     """(id, text) of every document extracted from the four web shards, extraction only."""
     import pyarrow.parquet as pq
 
-    from refinery.dag import execute
+    from refinery.pipeline.run import execute
     from refinery.io import expand_inputs
 
     config = parse_config({"name": "gopher-parity", "input": {"paths": [str(shared_data / "web" / "*.warc.gz")]},

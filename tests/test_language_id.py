@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from refinery.document import Document, Drop
-from stages.language_id import LanguageId, LanguageIdConfig
+from refinery.stages.language_id import LanguageId, LanguageIdConfig
 from support import shared_path
 
 SENTENCES_PER_DOC = 5

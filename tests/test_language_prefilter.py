@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from refinery.document import Document, Drop
-from stages.language_prefilter import LanguagePrefilter, LanguagePrefilterConfig
+from refinery.stages.language_prefilter import LanguagePrefilter, LanguagePrefilterConfig
 from support import article_html, shared_path
 
 

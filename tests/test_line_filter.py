@@ -9,8 +9,8 @@ import pytest
 
 from refinery.config import ConfigError, parse_config
 from refinery.document import Document, Drop
-from stages import STAGES
-from stages.line_filter import (EMPTY_AFTER_CORRECTIONS, RULES, TOO_MANY_LINES_REMOVED, LineFilter,
+from refinery.stages import STAGES
+from refinery.stages.line_filter import (EMPTY_AFTER_CORRECTIONS, RULES, TOO_MANY_LINES_REMOVED, LineFilter,
                                 LineFilterConfig, count_words)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

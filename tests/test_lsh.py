@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from refinery.lsh import band_rows, candidate_edges, connected_components, duplicates_to_drop
+from refinery.engine.lsh import candidate_edges, connected_components, duplicates_to_drop
+from refinery.pipeline.keys import band_rows
 from refinery.minhash import MinHasher
 
 

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-import tokenizer as tk
+from refinery import tokenizer as tk
 from support import REPO, SHARED_DATA, run_cli_inprocess, run_cli_subprocess
 from test_tokenizer import read_datatrove, read_megatron
 
 
 def check_round_trip(out: Path) -> list[dict]:
-    """Every output file, in both formats, holds exactly encode(text) + [11] of its Parquet rows."""
+    """Every output file, in both formats, holds exactly encode(text) + [end of text] of its Parquet rows."""
     manifest = json.loads((out / "tokens" / "manifest.json").read_text())
     tokenizer = tk.load(out / manifest["tokenizer"]["path"]) if not Path(manifest["tokenizer"]["path"]).is_absolute() \
         else tk.load(manifest["tokenizer"]["path"])
@@ -25,7 +25,7 @@ def check_round_trip(out: Path) -> list[dict]:
     rows_all = []
     for entry in manifest["files"]:
         rows = pq.read_table(out / entry["parquet"]).to_pylist()
-        expected = [tokenizer.encode(r["text"]).ids + [11] for r in rows]
+        expected = [tokenizer.encode(r["text"]).ids + [tk.eos_id(tokenizer)] for r in rows]
         assert read_megatron(out / entry["files"]["bin"].removesuffix(".bin")) == expected
         assert read_datatrove(out / entry["files"]["ds"], token_size) == expected
         assert entry["tokens"] == sum(map(len, expected)) and entry["documents"] == len(rows)
@@ -81,6 +81,9 @@ def test_small_mix_hits_its_shares_and_round_trips(tmp_path):
     assert stats["output"]["files"] == len(manifest["files"]) > 1
     assert all(f["tokens"] <= 2000 for f in manifest["files"])  # max_file_tokens
     assert {r["source"] for r in rows} == {"prose", "code", "chat"}
+    assert manifest["tokenizer"]["eos_id"] == 11
+    funnel = stats["curated_funnel"]["prose"][0]  # conversion counts like a pipeline's reader
+    assert funnel["stage"] == "curated_reader" and funnel["docs_in"] == 60 == funnel["docs_out"]
     chat = next(r["text"] for r in rows if r["source"] == "chat")
     assert chat.startswith("System: Be brief.\nUser: What is ") and "\nFalcon: " in chat
     code = next(r["text"] for r in rows if r["source"] == "code")

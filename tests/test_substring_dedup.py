@@ -9,7 +9,7 @@ import dask
 import pytest
 
 from refinery.config import ConfigError
-from stages.substring_dedup import cut_text, find_repeats
+from refinery.stages.substring_dedup import cut_text, find_repeats
 from test_dedup import _config, _doc, _run
 
 

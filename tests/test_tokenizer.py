@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tokenizer as tk
+from refinery import tokenizer as tk
 from refinery.tokens import TokenShardWriter
 from support import run_cli_inprocess, shared_path
 
@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
 def test_special_tokens_are_ids_0_to_11(trained):
     tokenizer, _ = trained
     assert [tokenizer.id_to_token(i) for i in range(12)] == tk.SPECIAL_TOKENS
-    assert tokenizer.token_to_id("<|endoftext|>") == tk.EOS_ID == 11
+    assert tokenizer.token_to_id("<|endoftext|>") == tk.eos_id(tokenizer) == 11
     assert tokenizer.get_vocab_size() == 4000
 
 
@@ -132,7 +132,7 @@ def read_datatrove(path: Path, token_size: int) -> list[list[int]]:
 def test_shards_round_trip(trained, tmp_path, vocab_size, token_size):
     tokenizer, _ = trained
     texts = curated_texts("technical", 20) + sentences("ja")[:20] + ["", "x"]
-    expected = [tokenizer.encode(t).ids + [11] for t in texts]
+    expected = [tokenizer.encode(t).ids + [tk.eos_id(tokenizer)] for t in texts]
     writer = TokenShardWriter(tmp_path, "part-00000", vocab_size=vocab_size, tokenizer_name="test")
     for ids in expected:
         writer.add(ids)

@@ -40,7 +40,7 @@ def test_trains_evaluates_and_reloads(tmp_path, token_run):
     import torch
     from transformers import AutoModelForCausalLM
 
-    import tokenizer as tk
+    from refinery import tokenizer as tk
     from refinery.train import TokenWindows, evaluate
 
     out = tmp_path / "run"
@@ -84,6 +84,7 @@ def test_trains_evaluates_and_reloads(tmp_path, token_run):
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, token_run, monkeypatch):
     import refinery.train as trainer
+    import refinery.train.loop as loop  # where train_step looks up train_loss
     from refinery.config import read_yaml
 
     spec = trainer.parse_train(read_yaml(train_config(tmp_path, token_run, checkpoint_every=10)))
@@ -97,10 +98,10 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, token_run, monk
             raise KeyboardInterrupt
         return real_loss(*args)
 
-    monkeypatch.setattr(trainer, "train_loss", interrupted)
+    monkeypatch.setattr(loop, "train_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(spec, str(tmp_path / "resumed"))
-    monkeypatch.setattr(trainer, "train_loss", real_loss)
+    monkeypatch.setattr(loop, "train_loss", real_loss)
     assert (tmp_path / "resumed" / "checkpoint" / "state.pt").exists()
     resumed = trainer.train(spec, str(tmp_path / "resumed"))
 
@@ -126,7 +127,7 @@ def test_bad_train_config_names_the_key(tmp_path, token_run):
 def test_fused_output_layer_loss_matches_plain_cross_entropy(monkeypatch, chunk_elements):
     import torch
 
-    import refinery.train as trainer
+    import refinery.train.loss as trainer
 
     monkeypatch.setattr(trainer, "LOGIT_CHUNK_ELEMENTS", chunk_elements)
     torch.manual_seed(0)
@@ -147,14 +148,34 @@ def test_fused_output_layer_loss_matches_plain_cross_entropy(monkeypatch, chunk_
 def test_training_loss_equals_the_model_forward(token_run):
     import torch
 
-    import tokenizer as tk
+    from refinery import tokenizer as tk
     from refinery.train import ModelSettings, build_model, train_loss, window_loss
 
     torch.manual_seed(0)
     model = build_model(ModelSettings(layers=1, hidden_size=32, heads=4, seq_len=32),
-                        tk.load(token_run / "tokenizer").get_vocab_size())
+                        tk.load(token_run / "tokenizer"))
     batch = np.random.default_rng(0).integers(0, 300, size=(4, 33))
     fused, _ = train_loss(model, batch, torch.device("cpu"), torch.float32)
     with torch.no_grad():
         plain, _ = window_loss(model, batch, torch.device("cpu"), torch.float32)
     assert fused.item() == pytest.approx(plain.item(), rel=1e-5)
+
+
+def test_a_finished_training_is_not_run_again(tmp_path, token_run):
+    import time
+
+    from refinery.config import read_yaml
+    from refinery.train import parse_train, run_training
+
+    spec = parse_train(read_yaml(train_config(tmp_path, token_run)))
+    out = tmp_path / "run"
+    first = run_training(spec, str(out), log=lambda line: None)
+    assert (out / "_markers" / "train.done").exists()
+    mtimes = {p: p.stat().st_mtime_ns for p in [*(out / "model").iterdir(), out / "train.json", out / "metrics.jsonl"]}
+    lines = []
+    started = time.perf_counter()
+    again = run_training(spec, str(out), log=lines.append)
+    assert time.perf_counter() - started < 3
+    assert again == first
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert lines and "not trained again" in lines[0]

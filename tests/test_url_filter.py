@@ -7,8 +7,8 @@ import os
 import pytest
 
 from refinery.document import Document, Drop
-from stages.url_filter import UrlFilter, UrlFilterConfig
-from stages.warc_reader import WarcReader
+from refinery.stages.url_filter import UrlFilter, UrlFilterConfig
+from refinery.stages.warc_reader import WarcReader
 from support import SHARED_DATA
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")

@@ -13,7 +13,7 @@ import pytest
 from refinery.config import InputConfig
 from refinery.document import Document, Drop
 from refinery.sample import write_sample_shard
-from stages.warc_reader import WarcReader, dechunk, decode_body, decode_html, looks_binary
+from refinery.stages.warc_reader import WarcReader, dechunk, decode_body, decode_html, looks_binary
 from support import http_response, outcome_counts, read_all, shared_path, write_warc
 
 # Measured on the files as shipped; "DOC" counts the HTML documents the reader yields, every

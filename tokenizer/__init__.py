@@ -16,7 +16,6 @@ SPECIAL_TOKENS = [
     ">>QUESTION<<", ">>DOMAIN<<", ">>PREFIX<<", ">>SUFFIX<<", ">>MIDDLE<<", "<|endoftext|>",
 ]
 EOS_TOKEN = "<|endoftext|>"
-EOS_ID = 11
 FALCON_VOCAB_SIZE = 65024
 
 
@@ -68,6 +67,7 @@ def load(path: str | Path):
 
 
 def eos_id(tokenizer) -> int:
+    """The id of ``<|endoftext|>`` in a loaded tokenizer: what ends every document's tokens."""
     token_id = tokenizer.token_to_id(EOS_TOKEN)
     if token_id is None:
         raise ValueError(f"the tokenizer has no {EOS_TOKEN} token")
@@ -110,15 +110,25 @@ def save(tokenizer, out_dir: str | Path) -> Path:
 
 
 def sample_texts(paths: Iterable[str], max_bytes: int, column: str = "text",
-                 keep: Callable[[str], bool] | None = None) -> Iterator[str]:
-    """Texts from Parquet files (those ``keep`` accepts), in order, until ``max_bytes`` of text
-    were given."""
+                 keep: Callable[[str], bool] | None = None, interleave: bool = False) -> Iterator[str]:
+    """Texts from Parquet files (those ``keep`` accepts) until ``max_bytes`` of text were given:
+    file after file, or with ``interleave`` one batch of 256 from each file in turn, so that every
+    file is sampled when the budget is smaller than the files."""
     import pyarrow.parquet as pq
 
+    def batches(path):
+        for batch in pq.ParquetFile(path).iter_batches(columns=[column], batch_size=256):
+            yield batch.column(0).to_pylist()
+
+    readers = [batches(p) for p in paths]
     given = 0
-    for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(columns=[column], batch_size=1024):
-            for text in batch.column(0).to_pylist():
+    while readers:
+        for reader in list(readers) if interleave else readers[:1]:
+            texts = next(reader, None)
+            if texts is None:
+                readers.remove(reader)
+                continue
+            for text in texts:
                 if given >= max_bytes:
                     return
                 if keep is not None and not keep(text):

@@ -1,10 +1,10 @@
-"""One map task: an input shard streamed through the stage chain into Parquet."""
+"""One map task: an input shard streamed through the stage chain into Parquet. Engine-free:
+:mod:`refinery.pipeline.run` makes it a task, and the engine decides whether it runs."""
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from refinery.config import PipelineConfig
 from refinery.document import Document, Drop
+from refinery.engine.task import Result
 from refinery.io import InputShard, atomic_path, write_json_atomic
 from refinery.stage import SourceStage, Stage, batched
 from refinery.stats import StageStats
@@ -28,15 +29,9 @@ DOCUMENT_SCHEMA = pa.schema([
 ])
 
 
-DROPPED_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("url", pa.string()),
-    ("stage", pa.string()),
-    ("reason", pa.string()),
-    ("language", pa.string()),
-    ("text", pa.string()),  # the text the stage saw; the HTML head for pre-extraction drops
-    ("kept_id", pa.string()),  # dedup drops: the document kept in its place
-])
+# text: what the stage saw (the HTML head for pre-extraction drops); kept_id: for dedup drops,
+# the document kept in its place
+DROPPED_SCHEMA = pa.schema([(name, pa.string()) for name in ("id", "url", "stage", "reason", "language", "text", "kept_id")])
 DROPPED_TEXT_CHARS = 20_000
 
 
@@ -132,10 +127,14 @@ def document_rows(docs: list[Document]) -> pa.Table:
     }, schema=DOCUMENT_SCHEMA)
 
 
-def build_chain(config: PipelineConfig) -> tuple[SourceStage, list[Stage]]:
-    from stages.warc_reader import WarcReader
+def source_stage_class(config: PipelineConfig) -> type[SourceStage]:
+    from refinery.stages.warc_reader import WarcReader
 
-    reader = WarcReader(config.spec.input, source=config.spec.source, limit=config.spec.run.limit)
+    return WarcReader
+
+
+def build_chain(config: PipelineConfig) -> tuple[SourceStage, list[Stage]]:
+    reader = source_stage_class(config)(config.spec.input, source=config.spec.source, limit=config.spec.run.limit)
     return reader, [spec.build() for spec in config.stages]
 
 
@@ -148,30 +147,22 @@ def shard_paths(out_dir: Path, shard: InputShard, deduplicated: bool = False) ->
     }
 
 
-def load_finished(out_dir: Path, shard: InputShard, config: PipelineConfig) -> dict | None:
-    """A shard's stored result when its marker and outputs agree with this config, else None."""
-    paths = shard_paths(out_dir, shard, bool(config.dedup))
-    try:
-        marker = json.loads(paths["marker"].read_text())
-        if marker["fingerprint"] != config.fingerprint():
-            return None
-        if paths["documents"].stat().st_size != marker["documents_bytes"]:
-            return None
-        result = json.loads(paths["stats"].read_text())
-    except (OSError, ValueError, KeyError):
-        return None
-    result["resumed"] = True
-    return result
+@dataclass
+class ShardResult(Result):
+    """What one map task reports: its records, documents, text size and funnel."""
+
+    shard_id: str
+    path: str
+    records: int
+    documents: int
+    characters: int = 0
+    words: int = 0
+    funnel: list[dict] = field(default_factory=list)
 
 
-def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
+def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> ShardResult:
     """Runs the chain over one shard and writes its Parquet and stats atomically."""
     out = Path(out_dir)
-    fingerprint = config.fingerprint()
-    finished = load_finished(out, shard, config)
-    if finished is not None:
-        return finished
-
     reader, stages = build_chain(config)
     funnel = [StageStats(reader.name)] + [StageStats(stage.name) for stage in stages]
     paths = shard_paths(out, shard, bool(config.dedup))
@@ -198,19 +189,7 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> dict:
         stats.check_balanced()
 
     sampler.write(out, shard.shard_id, [s.stage for s in funnel])
-    result = {
-        "shard_id": shard.shard_id,
-        "path": shard.path,
-        "records": funnel[0].docs_in,
-        "documents": documents,
-        "characters": size.characters,
-        "words": size.words,
-        "funnel": [s.to_dict() for s in funnel],
-        "resumed": False,
-    }
-    write_json_atomic(paths["stats"], result)
-    write_json_atomic(paths["marker"], {
-        "fingerprint": fingerprint,
-        "documents_bytes": paths["documents"].stat().st_size,
-    })
+    result = ShardResult(shard_id=shard.shard_id, path=shard.path, records=funnel[0].docs_in, documents=documents,
+                         characters=size.characters, words=size.words, funnel=[s.to_dict() for s in funnel])
+    write_json_atomic(paths["stats"], result.to_dict())
     return result

@@ -5,7 +5,7 @@ keys into the documents to drop, without any process ever holding all keys, all 
 labels. Every step is a Dask dataframe operation: shuffles (hash repartitions) followed by
 per-partition pandas work.
 
-1. :func:`band_rows` lays out one shard's keys as a long Arrow table, one row per (doc, band), with
+1. :func:`refinery.pipeline.keys.band_rows` lays out one shard's keys as a long Arrow table, one row per (doc, band), with
    columns ``band``, ``key`` and ``id``. The pipeline writes one such table per input shard.
 2. :func:`candidate_edges` shuffles the rows on ``(band, key)``, so that every bucket (documents
    sharing one band key) lands whole in one partition. Each bucket of two or more documents gives
@@ -34,42 +34,10 @@ round. Without a ``distributed`` client Dask's default shuffle method is ``"disk
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import dask.dataframe as dd
-import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-__all__ = ["band_rows", "candidate_edges", "connected_components", "duplicates_to_drop"]
-
-BAND_TYPE = pa.int32()
-
-
-# --- 1. one shard's keys as rows --------------------------------------------------------------
-
-def band_rows(ids: Sequence[str], keys: np.ndarray) -> pa.Table:
-    """One row per (document, band): columns ``band`` (int32), ``key`` (uint64), ``id`` (string).
-
-    ``keys`` is :meth:`refinery.minhash.MinHasher.band_keys`'s output, shape ``(len(ids), bands)``.
-    Rows are document-major: all bands of ``ids[0]``, then all bands of ``ids[1]``, and so on.
-    """
-    keys = np.asarray(keys)
-    if keys.ndim != 2:
-        raise ValueError(f"keys must be 2-D (n_docs, bands), got shape {keys.shape}")
-    if keys.dtype != np.uint64:
-        raise ValueError(f"keys must be uint64, got {keys.dtype}")
-    n, bands = keys.shape
-    if len(ids) != n:
-        raise ValueError(f"{len(ids)} ids for {n} rows of keys")
-    id_array = pa.array(list(ids), type=pa.string())
-    if id_array.null_count:
-        raise ValueError("ids must not be None")
-    return pa.table({
-        "band": pa.array(np.tile(np.arange(bands, dtype=np.int32), n), type=BAND_TYPE),
-        "key": pa.array(np.ascontiguousarray(keys).reshape(-1), type=pa.uint64()),
-        "id": id_array.take(pa.array(np.repeat(np.arange(n, dtype=np.int64), bands))),
-    })
+__all__ = ["candidate_edges", "connected_components", "duplicates_to_drop"]
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -1,0 +1,156 @@
+"""`refinery ablate`: the variants' pipeline runs, the tokenizer and the tokenization tasks on
+the engine, then one training per variant and seed (`refinery/train`), then the results."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from refinery.ablate.results import plot_curves, render_markdown, summarize
+from refinery.ablate.spec import AblationSpec, VariantSpec, variant_config
+from refinery.ablate.tokenize import (ReferenceTokens, ShardSplit, reference_task, remove_stale_token_files,
+                                      shard_task, token_folders)
+from refinery.config import ConfigError
+from refinery.io import write_json_atomic, write_text_atomic
+from refinery.mix.sources import held_out_by_text
+from refinery.train import EvalSet, TrainSpec
+
+
+def train_spec(spec: AblationSpec, out: Path, variant: str, seed: int, tokenizer_path: str) -> TrainSpec:
+    return TrainSpec(name=f"{variant}-seed{seed}", data=str(out / "variants" / variant / "tokens"),
+                     tokenizer=tokenizer_path, model=spec.model,
+                     train=spec.train.model_copy(update={"seed": seed}),
+                     eval=[EvalSet(name=e.name, data=str(out / "eval" / e.name)) for e in spec.eval])
+
+
+def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = None, workers: int | None = None,
+                     log=print) -> dict:
+    """The steps of the module docstring; returns what is written to OUTPUT/ablation.json."""
+    import glob
+
+    from refinery import tokenizer as tk
+    from refinery.config import with_overrides
+    from refinery.engine import Engine, run_task
+    from refinery.io import InputShard, expand_inputs
+    from refinery.mix.tokenize import tokenizer_task
+    from refinery.pipeline.run import execute
+    from refinery.train import train
+
+    out = Path(out_dir)
+    started = time.perf_counter()
+    run = spec.run.model_copy(update={"workers": workers}) if workers else spec.run
+    pipelines = {}
+    for variant in spec.variants:
+        config = variant_config(spec, variant)
+        config = with_overrides(config, inputs=spec.input, output=str(out / "variants" / variant.name / "run"),
+                                workers=run.workers)
+        shards = expand_inputs(config.spec.input.paths)
+        stages = " -> ".join([s.name for s in config.stages] + [s.name for s in config.dedup])
+        log(f"variant {variant.name}: {stages}")
+        began = time.perf_counter()
+        stats = execute(config, shards, str(out / "variants" / variant.name / "run"), scheduler=scheduler)
+        pipelines[variant.name] = {"stages": [s.name for s in config.stages], "dedup": [s.name for s in config.dedup],
+                                   "documents": stats["output"]["documents"], "records": stats["input"]["records"],
+                                   "seconds": round(time.perf_counter() - began, 3)}
+
+    if spec.tokenize.tokenizer == "train":
+        first = [str(p) for p in sorted((out / "variants" / spec.variants[0].name / "run" / "documents").glob("*.parquet"))]
+        fraction = spec.heldout_fraction
+        tokenizer_path = run_task(tokenizer_task(first, spec.tokenize.vocab_size, spec.tokenize.train_sample_bytes, out,
+                                                 "ablate", log, interleave=False,
+                                                 keep=lambda text: not held_out_by_text(text, fraction),
+                                                 keep_key=["held_out_by_text", fraction])).path
+    else:
+        tokenizer_path = spec.tokenize.tokenizer
+    tokenizer_hash = tk.file_hash(tokenizer_path)
+
+    stems = sorted({p.stem for v in spec.variants
+                    for p in (out / "variants" / v.name / "run" / "documents").glob("*.parquet")})
+    tasks = [shard_task(stem, spec, tokenizer_path, tokenizer_hash, out) for stem in stems]
+    for v in spec.variants:
+        for folder in token_folders(out, spec, v).values():
+            remove_stale_token_files(folder, set(stems))
+    for index, reference in enumerate(spec.eval):
+        if reference.paths:
+            files = sorted({p for pattern in reference.paths for p in glob.glob(pattern)})
+            if not files:
+                raise ConfigError(f"eval[{index}].paths", f"no file matches {reference.paths}")
+            tasks += [reference_task(n, f, reference, spec, tokenizer_path, tokenizer_hash, out)
+                      for n, f in enumerate(files)]
+            remove_stale_token_files(out / "eval" / reference.name, {InputShard.for_path(f).shard_id for f in files})
+    with Engine.for_run(run, scheduler) as engine:
+        results: list[ShardSplit | ReferenceTokens] = engine.run(tasks)
+    data = {v.name: {"train": {"documents": 0, "tokens": 0}, "heldout": {"documents": 0, "tokens": 0}}
+            for v in spec.variants}
+    eval_sets = {e.name: {"documents": 0, "tokens": 0,
+                          "source": f"held-out documents of {e.variant}" if e.variant else
+                          f"held-out part of {', '.join(e.paths)}"} for e in spec.eval}
+    for result in results:
+        if isinstance(result, ShardSplit):
+            for name, parts in result.variants.items():
+                for part, counts in parts.items():
+                    for key in ("documents", "tokens"):
+                        data[name][part][key] += counts[key]
+        else:
+            eval_sets[result.set]["documents"] += result.documents
+            eval_sets[result.set]["tokens"] += result.tokens
+    for reference in spec.eval:
+        if reference.variant:
+            eval_sets[reference.name].update(data[reference.variant]["heldout"])
+    for name, counts in {**{f"variants.{k}": v["train"] for k, v in data.items()}, **eval_sets}.items():
+        if counts["tokens"] <= spec.model.seq_len + 1:
+            raise ConfigError("heldout_fraction" if name in eval_sets else "variants",
+                              f"{name} has {counts['tokens']} tokens, less than one window of {spec.model.seq_len + 1}")
+
+    for variant in spec.variants:
+        write_variant_card(spec, out, variant, pipelines[variant.name], data[variant.name], tokenizer_path)
+
+    runs = {}
+    for variant in spec.variants:
+        for seed in spec.seeds:
+            train_cfg = train_spec(spec, out, variant.name, seed, tokenizer_path)
+            folder = out / "variants" / variant.name / "train" / f"seed-{seed}"
+            done = folder / "train.json"
+            summary = json.loads(done.read_text()) if done.exists() else None
+            if summary is None or summary.get("spec") != train_cfg.model_dump() or not (folder / "model").exists():
+                log(f"train: {variant.name}, seed {seed}: {spec.train.tokens:,} tokens")
+                summary = train(train_cfg, str(folder), log=log)
+            else:
+                log(f"train: {variant.name}, seed {seed}: done before, reused")
+            curve = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+            runs[(variant.name, seed)] = {"summary": summary, "curve": [
+                {"tokens": r["tokens"], **{k: e["bits_per_byte"] for k, e in r["eval"].items()}}
+                for r in curve if "eval" in r]}
+
+    result = summarize(spec, out, pipelines, data, eval_sets, runs, tokenizer_path,
+                       round(time.perf_counter() - started, 3))
+    write_json_atomic(out / "ablation.json", result)
+    plot_curves(spec, runs, out / "ablation.png")
+    write_text_atomic(out / "ablation.md", render_markdown(spec, result))
+    return result
+
+
+def write_variant_card(spec: AblationSpec, out: Path, variant: VariantSpec, pipeline: dict, counts: dict,
+                       tokenizer_path: str) -> None:
+    """``tokens/manifest.json`` and a short dataset card for one variant's training data, which the
+    trained models' cards link to."""
+    from refinery import tokenizer as tk
+
+    folder = out / "variants" / variant.name
+    train = counts["train"]
+    write_json_atomic(folder / "tokens" / "manifest.json", {
+        "name": f"{spec.name}-{variant.name}", "tokens": train["tokens"], "documents": train["documents"],
+        "tokenizer": {"path": tokenizer_path, "sha256": tk.file_hash(tokenizer_path)},
+        "sources": {variant.name: {**train, "achieved_share": 1.0}}})
+    stages = " → ".join(pipeline["stages"] + pipeline["dedup"])
+    write_text_atomic(folder / "README.md", "\n".join([
+        "---", "license: other", "tags:", "- refinery", "- ablation", "---", "",
+        f"# {spec.name}: variant `{variant.name}`", "",
+        f"{variant.description or variant.name}. Built by `refinery ablate` from "
+        f"`{', '.join(spec.input or ['the base config inputs'])}` through `{spec.base}` with these stages: {stages}.",
+        "", f"- {pipeline['records']:,} input records, {pipeline['documents']:,} documents kept by the pipeline.",
+        f"- Train part: {train['documents']:,} documents, {train['tokens']:,} tokens in `tokens/`.",
+        f"- Held out: {counts['heldout']['documents']:,} documents ({counts['heldout']['tokens']:,} tokens), chosen "
+        f"by a hash of their normalised text ({spec.heldout_fraction:.0%}); never trained on.",
+        "- Pipeline output, funnel and stats: `run/` (`run/stats.json`).", ""]))

@@ -1,0 +1,101 @@
+"""What an ablation config says (`parse_ablation`), and each variant's pipeline config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from refinery.config import ConfigError, RunConfig, _first_error, _Strict
+from refinery.mix.spec import exactly_one
+from refinery.train import ModelSettings, TrainSettings
+
+
+class VariantSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    description: str = ""
+    stages: list[str] | Literal["all"] = "all"  # the base config's stages to keep (its order stays)
+    dedup: list[str] | Literal["all"] = "all"
+
+
+class ReferenceSet(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    variant: str | None = None  # the held-out documents of this variant
+    paths: list[str] | None = None  # or the held-out part of curated files (JSONL(.gz), Parquet)
+    text_field: str = "text"
+    id_field: str = "id"
+    format: Literal["plain", "code", "chat"] = "plain"
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        return exactly_one(self, "variant", "paths", "give either `variant` (its held-out documents) or `paths` (curated files)")
+
+
+class AblationTokenizer(_Strict):
+    tokenizer: str = "train"  # "train", or a local folder / tokenizer.json
+    vocab_size: int = Field(default=8192, ge=268)
+    train_sample_bytes: int = Field(default=20_000_000, gt=0)
+
+
+class AblationSpec(_Strict):
+    name: str = Field(min_length=1)
+    base: str  # the pipeline config the variants are cut from
+    input: list[str] | None = None  # default: the base config's inputs
+    output: str | None = None
+    variants: list[VariantSpec] = Field(min_length=1)
+    heldout_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    eval: list[ReferenceSet] = Field(min_length=1)
+    tokenize: AblationTokenizer = AblationTokenizer()
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings(heldout_fraction=0)
+    seeds: list[int] = Field(default=[1], min_length=1)
+    run: RunConfig = RunConfig()
+
+
+def parse_ablation(raw: dict, path: str = "") -> AblationSpec:
+    if isinstance(raw, dict) and isinstance(raw.get("train"), dict):
+        for key in ("seed", "heldout_fraction"):
+            if key in raw["train"]:
+                raise ConfigError(f"train.{key}", "set by the ablation: use `seeds`, and `heldout_fraction` at the top")
+    try:
+        spec = AblationSpec.model_validate(raw)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    spec = spec.model_copy(update={"train": spec.train.model_copy(update={"heldout_fraction": 0.0})})
+    names = [v.name for v in spec.variants]
+    if len(set(names)) != len(names):
+        raise ConfigError("variants", f"variant names repeat: {names}")
+    if len({e.name for e in spec.eval}) != len(spec.eval):
+        raise ConfigError("eval", "eval set names repeat")
+    if spec.model.hidden_size % spec.model.heads:
+        raise ConfigError("model.heads", f"must divide hidden_size {spec.model.hidden_size}")
+    for index, reference in enumerate(spec.eval):
+        if reference.variant is not None and reference.variant not in names:
+            raise ConfigError(f"eval[{index}].variant", f"no variant {reference.variant!r} (variants: {names})")
+    if spec.tokenize.tokenizer != "train" and not Path(spec.tokenize.tokenizer).exists():
+        raise ConfigError("tokenize.tokenizer", f"no tokenizer at {spec.tokenize.tokenizer!r} (or use `train`)")
+    for index, variant in enumerate(spec.variants):
+        variant_config(spec, variant, key=f"variants[{index}]")  # names stages the base has
+    return spec
+
+
+def variant_config(spec: AblationSpec, variant: VariantSpec, key: str = "variants"):
+    """The base pipeline config with only the variant's stages and dedup stages."""
+    from refinery.config import parse_config, read_yaml
+
+    raw = read_yaml(spec.base)
+    if not isinstance(raw, dict):
+        raise ConfigError("base", f"{spec.base} is not a pipeline config")
+    for section in ("stages", "dedup"):
+        entries = raw.get(section) or []
+        names = [e if isinstance(e, str) else next(iter(e)) for e in entries]
+        wanted = getattr(variant, section)
+        if wanted == "all":
+            continue
+        missing = [n for n in wanted if n not in names]
+        if missing:
+            raise ConfigError(f"{key}.{section}", f"{missing} not in {spec.base}'s {section}: {names}")
+        raw[section] = [e for e, n in zip(entries, names) if n in wanted]
+    raw["name"] = f"{spec.name}-{variant.name}"
+    return parse_config(raw, spec.base)

@@ -1,0 +1,105 @@
+"""Dedup phase 3, one task per shard: ``documents/<shard>.parquet`` without the dedup losers, with
+the span-cut stage's cuts applied, and funnel counts and dropped samples per dedup stage."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from refinery.config import PipelineConfig
+from refinery.document import Document, Drop
+from refinery.engine.task import Result
+from refinery.io import InputShard, atomic_path, write_json_atomic
+from refinery.pipeline.chain import (
+    DOCUMENT_SCHEMA,
+    DropSampler,
+    TextSize,
+    document_rows,
+    shard_paths,
+    text_size,
+)
+from refinery.pipeline.keys import dedup_paths, iter_documents
+from refinery.pipeline.substring import shard_drops
+from refinery.stage import SpanCutStage, batched
+from refinery.stats import StageStats
+
+
+@dataclass
+class ApplyResult(Result):
+    shard_id: str
+    documents: int
+    characters: int = 0
+    words: int = 0
+    funnel: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _shard_cuts(out: Path, shard_id: str) -> dict[str, list[tuple[int, int]]]:
+    table = pq.read_table(out / "dedup" / "cuts" / f"{shard_id}.parquet")
+    return {doc_id: list(zip(starts, ends)) for doc_id, starts, ends in
+            zip(*(table.column(c).to_pylist() for c in ("id", "starts", "ends")))}
+
+
+def _cut(stage, doc: Document, ranges: list[tuple[int, int]], stats: StageStats) -> bool:
+    """Cuts ``ranges`` from ``doc.text``; False when too little text is left to keep it."""
+    from refinery.stages.substring_dedup import cut_text
+
+    before = len(doc.text)
+    doc.text = cut_text(doc.text, ranges)
+    extra = stats.extra
+    extra["documents_touched"] = extra.get("documents_touched", 0) + 1
+    extra["spans_cut"] = extra.get("spans_cut", 0) + len(ranges)
+    extra["chars_removed"] = extra.get("chars_removed", 0) + before - len(doc.text)
+    return len(doc.text.split()) >= stage.config.min_words_after_cut
+
+
+def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str) -> ApplyResult:
+    """Phase 3 for one shard: documents/<shard>.parquet without the dedup losers."""
+    out = Path(out_dir)
+    paths = dedup_paths(out, shard)
+    stages = [spec.build() for spec in config.dedup]
+    funnel = {s.name: StageStats(s.name) for s in stages}
+    order = [s.name for s in stages]
+    drops = shard_drops(out, shard.shard_id)
+    cuts = _shard_cuts(out, shard.shard_id) if any(isinstance(s, SpanCutStage) for s in stages) else {}
+    sampler = DropSampler(config.spec.run.dropped_samples)
+    started = time.perf_counter()
+    documents, size = 0, TextSize()
+    source = shard_paths(out, shard, deduplicated=True)["documents"]
+
+    with atomic_path(paths["documents"]) as tmp:
+        with pq.ParquetWriter(tmp, DOCUMENT_SCHEMA, compression="zstd") as writer:
+            for docs in batched(iter_documents(source, config.spec.run.row_group_size), config.spec.run.row_group_size):
+                kept = []
+                for doc in docs:
+                    stage_name, kept_id = drops.get(doc.id, (None, None))
+                    for stage in stages:  # the stages before the one that drops it saw it pass
+                        name = stage.name
+                        funnel[name].docs_in += 1
+                        if isinstance(stage, SpanCutStage) and doc.id in cuts:
+                            if not _cut(stage, doc, cuts[doc.id], funnel[name]):
+                                funnel[name].dropped[stage.reason] += 1
+                                sampler.offer(name, Drop(doc, stage.reason))
+                                break
+                        if name == stage_name:
+                            funnel[name].dropped[stage.reason] += 1
+                            sampler.offer(name, Drop(doc, stage.reason, kept_id))
+                            break
+                        funnel[name].count_out(doc.language, doc.text)
+                    else:
+                        kept.append(doc)
+                if kept:
+                    writer.write_table(document_rows(kept))
+                    documents += len(kept)
+                    size += text_size(kept)
+    for stats in funnel.values():  # their time is in the dedup phases' timings, not per stage
+        stats.check_balanced()
+    sampler.write(out, shard.shard_id, order)
+    result = ApplyResult(shard_id=shard.shard_id, documents=documents, characters=size.characters,
+                         words=size.words, funnel=[funnel[name].to_dict() for name in order],
+                         seconds=round(time.perf_counter() - started, 3))
+    write_json_atomic(paths["stats"], result.to_dict())
+    return result

@@ -1,0 +1,125 @@
+"""Dedup phase 1, one task per shard: each dedup stage's keys for every document the chain kept.
+
+``dedup/keys/<shard>.parquet`` holds one row per document (the internal key, id, url, date,
+language, domain and one hex key column per exact-key stage); ``dedup/bands/<shard>.parquet``
+holds the band-key stage's LSH keys as rows (band, key, id)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from refinery.config import PipelineConfig
+from refinery.document import Document
+from refinery.engine.task import Result
+from refinery.io import InputShard, atomic_path
+from refinery.pipeline.chain import shard_paths
+from refinery.stage import BandKeyStage, ExactKeyStage, batched
+
+BAND_TYPE = pa.int32()
+BANDS_SCHEMA = pa.schema([("band", BAND_TYPE), ("key", pa.uint64()), ("id", pa.string())])
+
+
+def dedup_paths(out: Path, shard: InputShard) -> dict[str, Path]:
+    sid = shard.shard_id
+    return {
+        "keys": out / "dedup" / "keys" / f"{sid}.parquet",
+        "bands": out / "dedup" / "bands" / f"{sid}.parquet",
+        "keys_marker": out / "_markers" / "keys" / f"{sid}.done",
+        "documents": out / "documents" / f"{sid}.parquet",
+        "stats": out / "stats" / "dedup" / f"{sid}.json",
+        "apply_marker": out / "_markers" / "apply" / f"{sid}.done",
+    }
+
+
+def domain_of(url: str) -> str:
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+    return host.removeprefix("www.")
+
+
+def iter_documents(path: Path, batch_size: int):
+    """Documents from one of our Parquet files, one row group at a time."""
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=batch_size):
+        for row in batch.to_pylist():
+            yield Document(**row)
+
+
+def band_rows(ids: Sequence[str], keys: np.ndarray) -> pa.Table:
+    """One row per (document, band): columns ``band`` (int32), ``key`` (uint64), ``id`` (string).
+
+    ``keys`` is :meth:`refinery.minhash.MinHasher.band_keys`'s output, shape ``(len(ids), bands)``.
+    Rows are document-major: all bands of ``ids[0]``, then all bands of ``ids[1]``, and so on.
+    """
+    keys = np.asarray(keys)
+    if keys.ndim != 2:
+        raise ValueError(f"keys must be 2-D (n_docs, bands), got shape {keys.shape}")
+    if keys.dtype != np.uint64:
+        raise ValueError(f"keys must be uint64, got {keys.dtype}")
+    n, bands = keys.shape
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} rows of keys")
+    id_array = pa.array(list(ids), type=pa.string())
+    if id_array.null_count:
+        raise ValueError("ids must not be None")
+    return pa.table({
+        "band": pa.array(np.tile(np.arange(bands, dtype=np.int32), n), type=BAND_TYPE),
+        "key": pa.array(np.ascontiguousarray(keys).reshape(-1), type=pa.uint64()),
+        "id": id_array.take(pa.array(np.repeat(np.arange(n, dtype=np.int64), bands))),
+    })
+
+
+def _keys_schema(exact_stages: list[str]) -> pa.Schema:
+    return pa.schema([
+        ("id", pa.string()), ("shard", pa.string()), ("url", pa.string()), ("warc_date", pa.string()),
+        ("language", pa.string()), ("domain", pa.string()),
+        *((name, pa.string()) for name in exact_stages),
+    ])
+
+
+def _hex(key: bytes | None) -> str | None:
+    return None if key is None else key.hex()
+
+
+@dataclass
+class KeysResult(Result):
+    shard_id: str
+    documents: int
+    seconds: float = 0.0
+
+
+def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str) -> KeysResult:
+    """Phase 1 for one shard: dedup keys of every document the chain kept."""
+    out = Path(out_dir)
+    paths = dedup_paths(out, shard)
+    source = shard_paths(out, shard, deduplicated=True)["documents"]
+    stages = [spec.build() for spec in config.dedup]
+    exact = [s for s in stages if isinstance(s, ExactKeyStage)]
+    banded = next((s for s in stages if isinstance(s, BandKeyStage)), None)
+    started = time.perf_counter()
+    documents = 0
+    with atomic_path(paths["keys"]) as keys_tmp, atomic_path(paths["bands"]) as bands_tmp:
+        with pq.ParquetWriter(keys_tmp, _keys_schema([s.name for s in exact]), compression="zstd") as keys_out, \
+                pq.ParquetWriter(bands_tmp, BANDS_SCHEMA, compression="zstd") as bands_out:
+            batch_size = banded.config.batch_size if banded else 1024
+            for docs in batched(iter_documents(source, batch_size), batch_size):
+                documents += len(docs)
+                keys_out.write_table(pa.table({
+                    "id": [d.id for d in docs], "shard": [shard.shard_id] * len(docs),
+                    "url": [d.url for d in docs], "warc_date": [d.warc_date for d in docs],
+                    "language": [d.language for d in docs], "domain": [domain_of(d.url) for d in docs],
+                    **{s.name: [_hex(s.exact_key(d)) for d in docs] for s in exact},
+                }, schema=keys_out.schema))
+                if banded is not None:
+                    bands_out.write_table(band_rows([d.id for d in docs], banded.band_keys(docs)))
+    return KeysResult(shard.shard_id, documents, round(time.perf_counter() - started, 3))

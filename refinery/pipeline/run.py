@@ -1,0 +1,146 @@
+"""`refinery run` as task lists on the engine: map, keys, resolve, substring, apply, finalize.
+
+Each function here only says what a task is (its key, function, fingerprint, inputs, outputs and
+marker); :class:`refinery.engine.Engine` runs them and :func:`refinery.engine.run_task` decides,
+from the marker, whether a task runs again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from refinery.config import PipelineConfig
+from refinery.engine import Engine, Task
+from refinery.io import InputShard
+from refinery.pipeline.apply import ApplyResult, apply_drops
+from refinery.pipeline.chain import ShardResult, run_shard, shard_paths
+from refinery.pipeline.finalize import finalize, substring_summary
+from refinery.pipeline.keys import KeysResult, dedup_paths, write_keys
+from refinery.pipeline.substring import (
+    SubstringResult,
+    find_cuts,
+    span_cut_stage,
+    substring_groups,
+)
+
+
+@dataclass
+class Progress:
+    """What the progress display is told: the start, each finished shard, each later phase."""
+
+    on_start: Callable[[int, str | None], None] = lambda total, dashboard: None
+    on_shard: Callable[[ShardResult], None] = lambda result: None
+    on_phase: Callable[[str], None] = lambda message: None
+
+
+def map_task(shard: InputShard, config: PipelineConfig, out: Path) -> Task:
+    paths = shard_paths(out, shard, bool(config.dedup))
+    return Task(key=f"map-{shard.shard_id}", func=run_shard, args=(shard, config, str(out)),
+                fingerprint=config.fingerprint(), inputs=(shard.path,),
+                outputs=(str(paths["documents"]), str(paths["stats"])), marker=str(paths["marker"]),
+                result_type=ShardResult)
+
+
+def keys_task(shard: InputShard, config: PipelineConfig, out: Path, after: tuple[str, ...] = ()) -> Task:
+    paths = dedup_paths(out, shard)
+    return Task(key=f"keys-{shard.shard_id}", func=write_keys, args=(shard, config, str(out)),
+                fingerprint=config.dedup_fingerprint(),
+                inputs=(str(shard_paths(out, shard, deduplicated=True)["documents"]),),
+                outputs=(str(paths["keys"]), str(paths["bands"])), marker=str(paths["keys_marker"]),
+                after=after, result_type=KeysResult)
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_task(config: PipelineConfig, shards: list[InputShard], out: Path) -> Task:
+    from refinery.engine.resolve import resolve
+
+    inputs = tuple(str(dedup_paths(out, s)[k]) for s in shards for k in ("keys", "bands"))
+    return Task(key="resolve", func=resolve, args=(config, str(out), shards),
+                fingerprint=_digest(config.dedup_fingerprint(), [s.shard_id for s in shards]), inputs=inputs,
+                outputs=tuple(str(out / "dedup" / name) for name in ("clusters.parquet", "drops", "domains.parquet")),
+                marker=str(out / "_markers" / "dedup.done"))
+
+
+def _drops_folder(out: Path, shard: InputShard) -> str:
+    return str(out / "dedup" / "drops" / f"shard={shard.shard_id}")
+
+
+def substring_task(index: int, group: list[InputShard], config: PipelineConfig, out: Path) -> Task:
+    inputs = tuple(p for s in group for p in (str(shard_paths(out, s, deduplicated=True)["documents"]),
+                                              _drops_folder(out, s)))
+    outputs = (*(str(out / "dedup" / "cuts" / f"{s.shard_id}.parquet") for s in group),
+               str(out / "dedup" / "substring_spans" / f"group-{index:05d}.parquet"))
+    return Task(key=f"substring-{index}", func=find_cuts, args=(index, group, config, str(out)),
+                fingerprint=_digest(config.dedup_fingerprint(), [s.shard_id for s in group]), inputs=inputs,
+                outputs=outputs, marker=str(out / "_markers" / "substring" / f"group-{index:05d}.done"),
+                result_type=SubstringResult)
+
+
+def apply_task(shard: InputShard, config: PipelineConfig, out: Path, cuts: bool) -> Task:
+    paths = dedup_paths(out, shard)
+    inputs = (str(shard_paths(out, shard, deduplicated=True)["documents"]), _drops_folder(out, shard),
+              *([str(out / "dedup" / "cuts" / f"{shard.shard_id}.parquet")] if cuts else []))
+    return Task(key=f"apply-{shard.shard_id}", func=apply_drops, args=(shard, config, str(out)),
+                fingerprint=config.dedup_fingerprint(), inputs=inputs,
+                outputs=(str(paths["documents"]), str(paths["stats"])), marker=str(paths["apply_marker"]),
+                result_type=ApplyResult)
+
+
+def execute(config: PipelineConfig, shards: list[InputShard], out_dir: str, scheduler: str | None = None,
+            progress: Progress | None = None, engine: Engine | None = None) -> dict:
+    """Runs the map phase, then (with dedup stages) keys, resolution and rewrite, then finalize.
+    Uses ``engine`` when given (a product running several pipelines), else starts one."""
+    if engine is None:
+        with Engine.for_run(config.spec.run, scheduler) as engine:
+            return execute(config, shards, out_dir, progress=progress, engine=engine)
+    out = Path(out_dir)
+    progress = progress or Progress()
+    tasks = [map_task(shard, config, out) for shard in shards]
+    if config.dedup:
+        tasks += [keys_task(shard, config, out, after=(f"map-{shard.shard_id}",)) for shard in shards]
+    progress.on_start(len(shards), engine.dashboard_link)
+    results = engine.run(tasks, on_result=progress.on_shard, report=len(shards))
+    mapped, keys_results = results[:len(shards)], results[len(shards):]
+    if not config.dedup:
+        return finalize(mapped, config, out_dir, shards)
+    applied, summary = deduplicate(config, shards, out_dir, engine, keys_results, progress)
+    return finalize(mapped, config, out_dir, shards, applied, summary)
+
+
+def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, engine: Engine | None = None,
+                keys_results: list[KeysResult] | None = None,
+                progress: Progress | None = None) -> tuple[list[ApplyResult], dict]:
+    """The dedup phases over the chain's output in ``out_dir/filtered/``: keys (unless given), the
+    corpus-wide resolution, then the per-shard rewrite. Returns (per-shard results, summary).
+    Without ``engine``, runs on Dask's configured local scheduler."""
+    if engine is None:
+        with Engine.in_process() as engine:
+            return deduplicate(config, shards, out_dir, engine, keys_results, progress)
+    out = Path(out_dir)
+    if keys_results is None:
+        keys_results = engine.run([keys_task(shard, config, out) for shard in shards])
+    (progress or Progress()).on_phase(f"dedup: {' -> '.join(s.name for s in config.dedup)} over "
+                                      f"{sum(r.documents for r in keys_results):,} documents")
+    summary = dict(engine.run_here(resolve_task(config, shards, out)))
+    cutter = span_cut_stage(config)
+    groups: list[SubstringResult] = []
+    if cutter is not None:
+        groups = engine.run([substring_task(i, group, config, out)
+                             for i, group in enumerate(substring_groups(config, shards))])
+    applied = engine.run([apply_task(shard, config, out, cuts=cutter is not None) for shard in shards])
+    timings = {
+        "keys_seconds": round(sum(r.seconds for r in keys_results), 3),
+        "resolve_seconds": summary.get("seconds", 0.0),
+        "apply_seconds": round(sum(r.seconds for r in applied), 3),
+        **({"substring_seconds": round(sum(g.seconds for g in groups), 3)} if groups else {}),
+    }
+    if groups:
+        summary["per_stage"] = {**summary.get("per_stage", {}), cutter.name: substring_summary(cutter, groups, applied)}
+    summary = {key: value for key, value in summary.items() if key != "seconds"}
+    return applied, {**summary, "timings": timings}

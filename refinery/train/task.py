@@ -1,0 +1,29 @@
+"""Training as a task on refinery's one runner: a finished run is not trained again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from refinery.engine.task import Task, finished, run_task
+from refinery.train.loop import train
+from refinery.train.spec import TrainSpec
+
+
+def training_task(spec: TrainSpec, out_dir: str, log=print) -> Task:
+    """`train` as a task: keyed by the spec, reading its token folders and tokenizer, writing the
+    model, train.json and metrics.jsonl; the marker is ``OUT/_markers/train.done``."""
+    fingerprint = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True).encode()).hexdigest()
+    inputs = (spec.data, *(eval_set.data for eval_set in spec.eval), spec.tokenizer)
+    outputs = tuple(os.path.join(out_dir, name) for name in ("model", "train.json", "metrics.jsonl"))
+    return Task(key=f"train:{spec.name}", func=train, args=(spec, out_dir, log), fingerprint=fingerprint,
+                inputs=inputs, outputs=outputs, marker=os.path.join(out_dir, "_markers", "train.done"))
+
+
+def run_training(spec: TrainSpec, out_dir: str, log=print) -> dict:
+    """`train`'s summary; the stored one, without training, when the run has finished already."""
+    task = training_task(spec, out_dir, log)
+    if finished(task) is not None:
+        log(f"train: {out_dir} is finished already (marker {task.marker}); not trained again")
+    return run_task(task)
