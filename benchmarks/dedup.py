@@ -511,20 +511,19 @@ def _child_memory(paths: list[str], out: str, workers: int) -> dict:
     import dask.dataframe as dd
     import pyarrow.parquet as pq
 
-    from refinery.engine.output import prepare_output
+    from refinery.engine.output import claim_output
     from refinery.io import expand_inputs
     from refinery.pipeline.run import Progress, execute
 
     config = memory_config(paths, out, workers)
     shards = expand_inputs(config.spec.input.paths)
-    prepare_output(out, force=True)
     marks: dict = {}
 
     def on_phase(message: str) -> None:
         marks.setdefault("dedup_start", time.perf_counter())
         marks["message"] = message
 
-    with RssSampler(os.getpid()) as rss:
+    with claim_output(out, force=True), RssSampler(os.getpid()) as rss:
         t0 = time.perf_counter()
         stats = execute(config, shards, out, progress=Progress(on_phase=on_phase))
         t1 = time.perf_counter()

@@ -114,16 +114,16 @@ def _extract_docs_in(steps: list[dict]) -> int:
 
 def _child_refinery(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str,
                     prefilter: bool = True) -> dict:
-    from refinery.engine.output import prepare_output
+    from refinery.engine.output import claim_output
     from refinery.io import expand_inputs
     from refinery.pipeline.run import execute
 
     config = map_phase_config(paths, out, workers, limit, pipeline, prefilter, dashboard=False)
     shards = expand_inputs(config.spec.input.paths)
-    prepare_output(out, force=True)
-    started = time.perf_counter()
-    stats = execute(config, shards, out)
-    wall = time.perf_counter() - started
+    with claim_output(out, force=True):
+        started = time.perf_counter()
+        stats = execute(config, shards, out)
+        wall = time.perf_counter() - started
     steps = [
         {"step": s["stage"], "docs_in": s["docs_in"], "docs_out": s["docs_out"],
          "dropped": s["dropped"], "seconds": s["seconds"]}

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "run; see configs/train/tiny-falcon.yaml.")
     trainer.add_argument("config", help="training YAML, e.g. configs/train/tiny-falcon.yaml")
     trainer.add_argument("--output", metavar="DIR", help="default: the config's `output`, else runs/train/NAME")
+    trainer.add_argument("--force", action="store_true", help="train again even if OUTPUT holds a finished training")
 
     ablate = commands.add_parser(
         "ablate", help="build data variants, train the same tiny Falcon on each, compare held-out bits per byte",
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 def command_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # never reach the network for it
     from refinery.config import load_config, read_yaml, with_overrides
-    from refinery.engine.output import prepare_output
+    from refinery.engine.output import claim_output
     from refinery.io import expand_inputs
     from refinery.pipeline.chain import source_stage_class
     from refinery.pipeline.run import execute
@@ -179,9 +180,10 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"  {shard.shard_id}  {shard.path}")
         return 0
     args.output_dir = out_dir
-    prepare_output(out_dir, force=args.force)
-    with ConsoleProgress() as progress:
-        stats = execute(config, shards, out_dir, scheduler=args.scheduler, progress=progress)
+    with claim_output(out_dir, force=args.force):
+        with ConsoleProgress() as progress:
+            stats = execute(config, shards, out_dir, scheduler=args.scheduler, progress=progress)
+        report = _write_report(out_dir)
     final = stats["funnel"][-1]
     print(f"done: {stats['input']['records']} records in {stats['input']['shards']} shards -> "
           f"{stats['output']['documents']} documents ({final['kept_of_input']:.1%} kept)")
@@ -192,7 +194,7 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"  dedup removed {removed}; clusters: {os.path.join(out_dir, 'dedup', 'clusters.parquet')}")
     print(f"  documents: {os.path.join(out_dir, 'documents')}/*.parquet")
     print(f"  stats:     {os.path.join(out_dir, 'stats.json')}")
-    print(f"  report:    {_write_report(out_dir)}")
+    print(f"  report:    {report}")
     return 0
 
 
@@ -252,7 +254,7 @@ def command_tokenizer_train(args: argparse.Namespace) -> int:
 def command_mix(args: argparse.Namespace, raw: dict) -> int:
     """`refinery run` on a mix config: sources, tokenizer, mix by token share, token shards, card."""
     from refinery.config import ConfigError
-    from refinery.engine.output import prepare_output
+    from refinery.engine.output import claim_output
     from refinery.mix import execute_mix, parse_mix
 
     spec = parse_mix(raw, args.config)
@@ -265,15 +267,10 @@ def command_mix(args: argparse.Namespace, raw: dict) -> int:
             print(f"  {source.name}: {spec.mix.shares[source.name]:.1%} from {source.config or source.paths}")
         return 0
     args.output_dir = out_dir
-    prepare_output(out_dir, force=args.force)
-    if args.force:  # the pipeline sources' own markers too
-        import shutil
-        from pathlib import Path
-
-        for markers in Path(out_dir).glob("sources/*/_markers"):
-            shutil.rmtree(markers)
-    stats = execute_mix(spec, out_dir, scheduler=args.scheduler, workers=args.workers,
-                        log=lambda line: print(line, file=sys.stderr, flush=True))
+    with claim_output(out_dir, force=args.force):  # --force: the pipeline sources' markers too
+        stats = execute_mix(spec, out_dir, scheduler=args.scheduler, workers=args.workers,
+                            log=lambda line: print(line, file=sys.stderr, flush=True))
+        report = _write_report(out_dir)
     for line in stats["short"]:
         print(f"warning: source ran short: {line}")
     print(f"done: {stats['output']['tokens']:,} tokens in {stats['output']['files']} files")
@@ -282,18 +279,20 @@ def command_mix(args: argparse.Namespace, raw: dict) -> int:
               f"({source['tokens']:,} tokens, {source['documents']:,} documents)")
     print(f"  tokens:  {os.path.join(out_dir, 'tokens')}/ (manifest.json)")
     print(f"  card:    {os.path.join(out_dir, 'README.md')}")
-    print(f"  report:  {_write_report(out_dir)}")
+    print(f"  report:  {report}")
     return 0
 
 
 def command_train(args: argparse.Namespace) -> int:
     from refinery.config import read_yaml
+    from refinery.engine.output import claim_output
     from refinery.train import parse_train, run_training
 
     spec = parse_train(read_yaml(args.config))
     out_dir = args.output or spec.output or os.path.join("runs", "train", spec.name)
     args.output_dir = out_dir
-    summary = run_training(spec, out_dir, log=lambda line: print(line, file=sys.stderr, flush=True))
+    with claim_output(out_dir, force=args.force):
+        summary = run_training(spec, out_dir, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f} s")
     for name, result in summary["eval"].items():
         print(f"  {name}: {result['bits_per_byte']:.4f} bits/byte (+- {result['bpb_stderr']:.4f})")
@@ -305,7 +304,7 @@ def command_ablate(args: argparse.Namespace) -> int:
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     from refinery.ablate import execute_ablation, parse_ablation
     from refinery.config import read_yaml
-    from refinery.engine.output import prepare_output
+    from refinery.engine.output import claim_output
 
     raw = read_yaml(args.config)
     if isinstance(raw, dict) and args.input:
@@ -313,14 +312,9 @@ def command_ablate(args: argparse.Namespace) -> int:
     spec = parse_ablation(raw, args.config)
     out_dir = args.output or spec.output or os.path.join("runs", spec.name)
     args.output_dir = out_dir
-    prepare_output(out_dir, force=args.force)
-    if args.force:
-        import shutil
-
-        for folder in ("variants", "eval", "tokenizer"):
-            shutil.rmtree(os.path.join(out_dir, folder), ignore_errors=True)
-    result = execute_ablation(spec, out_dir, scheduler=args.scheduler, workers=args.workers,
-                              log=lambda line: print(line, file=sys.stderr, flush=True))
+    with claim_output(out_dir, force=args.force):  # --force: every variant's markers too
+        result = execute_ablation(spec, out_dir, scheduler=args.scheduler, workers=args.workers,
+                                  log=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"done in {result['seconds']:.0f} s: {len(result['variants'])} variants x {len(spec.seeds)} seeds, "
           f"{result['budget_tokens']:,} tokens each")
     for name, variant in result["variants"].items():

@@ -119,8 +119,14 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
         yield handle
 
 
+def temporary_suffix() -> str:
+    """What every file refinery writes carries until it is renamed into place: a killed task's
+    temporaries are found by this name, and no user file is mistaken for one."""
+    return f".refinery-tmp-{os.getpid()}"
+
+
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}{temporary_suffix()}")
 
 
 @contextlib.contextmanager

@@ -30,6 +30,8 @@ from typing import Iterator
 
 import numpy as np
 
+from refinery.io import temporary_suffix
+
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"
 MEGATRON_VERSION = 1
 MEGATRON_DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 3, np.dtype(np.int32): 4,
@@ -121,7 +123,7 @@ class TokenShardWriter:
         self.tokenizer_name = tokenizer_name
         self.lengths: list[int] = []
         self.tokens = 0
-        suffix = f".tmp-{os.getpid()}"
+        suffix = temporary_suffix()
         self._final: dict[str, Path] = {}
         self._placed: list[Path] = []  # final files renamed into place by close()
         self._data = {}
@@ -159,7 +161,7 @@ class TokenShardWriter:
             pointers = np.zeros(len(lengths), dtype=np.int64)
             if len(lengths):
                 pointers[1:] = np.cumsum(lengths[:-1]) * dtype.itemsize
-            with open(self.folder / f"{self.name}.idx.tmp", "wb") as idx:
+            with open(self.folder / f"{self.name}.idx{temporary_suffix()}", "wb") as idx:
                 idx.write(MEGATRON_HEADER)
                 idx.write(struct.pack("<Q", MEGATRON_VERSION))
                 idx.write(struct.pack("<B", MEGATRON_DTYPE_CODES[dtype]))
@@ -168,16 +170,16 @@ class TokenShardWriter:
                 idx.write(lengths.astype("<i4").tobytes())
                 idx.write(pointers.astype("<i8").tobytes())
                 idx.write(np.arange(len(lengths) + 1, dtype="<i8").tobytes())
-            self._place(self.folder / f"{self.name}.idx.tmp", self.folder / f"{self.name}.idx")
+            self._place(self.folder / f"{self.name}.idx{temporary_suffix()}", self.folder / f"{self.name}.idx")
             self._place(self._data["megatron"].name, self._final[".bin"])
             written.update(bin=str(self._final[".bin"]), idx=str(self.folder / f"{self.name}.idx"))
         if "datatrove" in self._data:
             base = self._final[".ds"]
-            Path(f"{base}.index.tmp").write_bytes(np.cumsum(lengths).astype("<u8").tobytes())
-            self._place(f"{base}.index.tmp", f"{base}.index")
-            Path(f"{base}.metadata.tmp").write_text(
+            Path(f"{base}.index{temporary_suffix()}").write_bytes(np.cumsum(lengths).astype("<u8").tobytes())
+            self._place(f"{base}.index{temporary_suffix()}", f"{base}.index")
+            Path(f"{base}.metadata{temporary_suffix()}").write_text(
                 f"{self.tokenizer_name}|{self.dtype.itemsize}\n{self.tokens}\n{_human(self.tokens)}")
-            self._place(f"{base}.metadata.tmp", f"{base}.metadata")
+            self._place(f"{base}.metadata{temporary_suffix()}", f"{base}.metadata")
             self._place(self._data["datatrove"].name, base)
             written.update(ds=str(base), ds_index=f"{base}.index", ds_metadata=f"{base}.metadata")
         return written
@@ -192,8 +194,8 @@ class TokenShardWriter:
         for handle in self._data.values():
             handle.close()
         temporaries = [Path(h.name) for h in self._data.values()]
-        temporaries += [self.folder / f"{self.name}.idx.tmp"]
+        temporaries += [self.folder / f"{self.name}.idx{temporary_suffix()}"]
         if ".ds" in self._final:
-            temporaries += [Path(f"{self._final['.ds']}.index.tmp"), Path(f"{self._final['.ds']}.metadata.tmp")]
+            temporaries += [Path(f"{self._final['.ds']}.index{temporary_suffix()}"), Path(f"{self._final['.ds']}.metadata{temporary_suffix()}")]
         for path in [*temporaries, *self._placed]:
             path.unlink(missing_ok=True)

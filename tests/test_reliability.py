@@ -225,7 +225,7 @@ def test_a_run_killed_at_random_moments_resumes_to_the_same_output(tmp_path, loc
     assert result.returncode == 0, result.stderr[-3000:]
     assert documents(out) == documents(local_run)
     assert funnel(out) == funnel(local_run)
-    assert not list(out.rglob("*.tmp-*"))
+    assert not list(out.rglob("*.refinery-tmp-*"))
 
 
 # --- mixes: the token shards themselves ----------------------------------------------------------
@@ -328,7 +328,7 @@ def test_a_mix_killed_in_each_phase_resumes_to_the_same_bytes(tmp_path, mix_run)
     assert "tokenizer: training" not in result.stderr  # trained before the last kill: not again
     assert (out / "tokenizer" / "tokenizer.json").stat().st_mtime_ns == tokenizer_written
     assert mix_outputs(out) == mix_outputs(reference)
-    assert not list(out.rglob("*.tmp-*")) and not list(out.rglob("*.tmp"))  # a killed task's temporaries are swept
+    assert not list(out.rglob("*.refinery-tmp-*"))  # a killed task's temporaries are swept
 
 
 def test_force_starts_a_mix_over(tmp_path, mix_run):
@@ -351,7 +351,7 @@ def assert_nothing_half_written(out: Path) -> None:
     import json
 
     assert not (out / "stats.json").exists()
-    assert not list(out.rglob("*.tmp-*")) and not list(out.rglob("*.tmp"))
+    assert not list(out.rglob("*.refinery-tmp-*"))
     for path in out.rglob("*.parquet"):
         pq.read_metadata(path)  # raises on a truncated file
     for marker in (out / "_markers" / "map").glob("*.done"):

@@ -141,7 +141,7 @@ def test_shards_round_trip(trained, tmp_path, vocab_size, token_size):
     assert read_datatrove(Path(files["ds"]), token_size) == expected
     metadata = Path(files["ds_metadata"]).read_text().splitlines()
     assert metadata[0] == f"test|{token_size}" and int(metadata[1]) == sum(map(len, expected))
-    assert not list(tmp_path.glob("*.tmp*"))
+    assert not list(tmp_path.glob("*refinery-tmp*"))
 
 
 def test_token_ids_must_fit_the_dtype(tmp_path):

@@ -7,9 +7,9 @@
   as Dask dataframe shuffles.
 """
 
-from refinery.engine.task import Result, Task, clear_markers, finished, run_task
+from refinery.engine.task import Result, Task, finished, run_task
 
-__all__ = ["Engine", "Result", "Task", "clear_markers", "finished", "run_task"]
+__all__ = ["Engine", "Result", "Task", "finished", "run_task"]
 
 
 def __getattr__(name: str):

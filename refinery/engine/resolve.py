@@ -10,7 +10,6 @@ per document in a cluster of two or more), ``dedup/drops/shard=<id>/`` (what eac
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -21,9 +20,7 @@ import pandas as pd
 
 from refinery.config import PipelineConfig
 from refinery.engine.lsh import candidate_edges, connected_components
-from refinery.io import InputShard
-from refinery.pipeline.chain import shard_paths
-from refinery.pipeline.keys import dedup_paths
+from refinery.engine.output import remove_own
 from refinery.stage import ExactKeyStage, SpanCutStage
 
 TOP_DOMAINS = 20
@@ -107,8 +104,10 @@ def _parquet_files(folders: list[str]) -> list[str]:
     return [str(p) for folder in folders for p in sorted(Path(folder).glob("*.parquet"))]
 
 
-def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard]) -> dict:
-    """Phase 2: runs the dedup stages over all shards' keys; returns the dedup summary.
+def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_files: list[str],
+            text_files: list[str]) -> dict:
+    """Phase 2: runs the dedup stages over all shards' keys; returns the dedup summary. The files
+    are every shard's keys, band rows and (filtered) documents, in the same shard order.
 
     Runs on whatever Dask scheduler is active (a ``distributed`` client if one exists)."""
     out = Path(out_dir)
@@ -117,15 +116,13 @@ def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard]) -> d
     summary = {"stages": [spec.name for spec in config.dedup]}
     # the span-cut stage cuts text; it runs after this, per shard group (find_cuts)
     stages = [s for s in (spec.build() for spec in config.dedup) if not isinstance(s, SpanCutStage)]
-    paths = [dedup_paths(out, shard) for shard in shards]
     work = dedup_dir / "_work"
-    shutil.rmtree(work, ignore_errors=True)
+    remove_own(work)
     for name in ("clusters.parquet", "drops", "domains.parquet"):
-        shutil.rmtree(dedup_dir / name, ignore_errors=True)
+        remove_own(dedup_dir / name)
 
-    keys = dd.read_parquet([str(p["keys"]) for p in paths])
-    texts = dd.read_parquet([str(shard_paths(out, s, deduplicated=True)["documents"]) for s in shards],
-                            columns=["id", "text"])
+    keys = dd.read_parquet(keys_files)
+    texts = dd.read_parquet(text_files, columns=["id", "text"])
     nparts = max(keys.npartitions, 1)
     stage_tables = []
     dropped = None  # ids dropped by the stages so far, read back from disk
@@ -137,7 +134,7 @@ def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard]) -> d
                 _exact_clusters, stage.name, stage.config.keep, stage.name, stage.keys_equal_text,
                 meta=_cluster_meta())
         else:
-            bands = dd.read_parquet([str(p["bands"]) for p in paths])
+            bands = dd.read_parquet(bands_files)
             clusters = _band_clusters(stage, bands, texts, dropped)
         table = str(work / f"{stage.name}.parquet")
         clusters.to_parquet(table, write_index=False)
@@ -170,7 +167,7 @@ def resolve(config: PipelineConfig, out_dir: str, shards: list[InputShard]) -> d
             *writes,
         )
         summary.update(_summarise(stages, size_counts, languages, by_stage, top))
-    shutil.rmtree(work, ignore_errors=True)
+    remove_own(work)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -118,11 +117,3 @@ def run_task(task: Task, *_upstream):
         write_json_atomic(task.marker, {**state, "key": task.key, "outputs": output_sizes(task.outputs),
                                         "result": data})
     return result
-
-
-def clear_markers(folder: str | os.PathLike) -> None:
-    """Removes completion markers (``--force``): only the ``.done`` files refinery writes."""
-    root = Path(folder)
-    if root.is_dir():
-        for marker in root.rglob("*.done"):
-            marker.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from refinery.config import ConfigError
 from refinery.engine import Task, finished
+from refinery.engine.output import is_own_name
 from refinery.io import write_json_atomic
 from refinery.mix.card import write_dataset_card
 from refinery.mix.plan import plan_mix
@@ -223,7 +224,7 @@ def _remove_stale_outputs(out: Path, outputs: list[dict], heldout_files: list[li
     candidates = [*(out / "tokens").glob("part-*"), *(out / "documents").glob("part-*"),
                   *(p for p in (out / "heldout").rglob("*") if p.is_file())]
     for path in candidates:
-        if path not in expected:
+        if path not in expected and path.is_file() and is_own_name(path):
             path.unlink()
     for folder in (out / "heldout").glob("*"):
         if folder.is_dir() and not any(folder.iterdir()):

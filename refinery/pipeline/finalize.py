@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from refinery import __version__
 from refinery.config import PipelineConfig
+from refinery.engine.output import is_own_name, remove_own
 from refinery.io import InputShard, write_json_atomic
 from refinery.pipeline.apply import ApplyResult
 from refinery.pipeline.chain import ShardResult, shard_paths, source_stage_class
@@ -83,19 +83,19 @@ def _remove_stale_outputs(out: Path, shards: list[InputShard], config: PipelineC
                     out / "_markers" / "keys", out / "dedup" / "keys", out / "dedup" / "bands", out / "dedup" / "cuts"]
         if span_cut_stage(config) is None:
             for folder in ("dedup/cuts", "dedup/substring_spans", "_markers/substring"):
-                shutil.rmtree(out / folder, ignore_errors=True)
+                remove_own(out / folder)
     else:  # an earlier run deduplicated; its intermediate outputs no longer apply
         for folder in ("filtered", "dedup", "stats/dedup", "_markers/keys", "_markers/apply"):
-            shutil.rmtree(out / folder, ignore_errors=True)
+            remove_own(out / folder)
         (out / "_markers" / "dedup.done").unlink(missing_ok=True)
     if (out / "dropped").is_dir():
         for stage_dir in (out / "dropped").iterdir():
             if stage_dir.name not in stage_names:
-                shutil.rmtree(stage_dir)
+                remove_own(stage_dir)
             else:
                 folders.append(stage_dir)
     for directory in folders:
         if directory.is_dir():
             for path in directory.iterdir():
-                if path.is_file() and path.name not in expected:
+                if path.is_file() and path.name not in expected and is_own_name(path):
                     path.unlink()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from refinery.io import write_json_atomic
+from refinery.engine.output import remove_own
+from refinery.io import temporary_suffix, write_json_atomic
 from refinery.train.card import plot_metrics, write_model_card
 from refinery.train.data import TokenWindows, eval_windows, window_bytes
 from refinery.train.loss import build_model, evaluate_sets, train_loss
@@ -79,6 +79,7 @@ def train(spec: TrainSpec, out_dir: str, log=print) -> dict:
     rng = np.random.default_rng(cfg.seed)
     step, elapsed = 0, 0.0
     checkpoint = out / "checkpoint" / "state.pt"
+    partial = checkpoint.with_name(checkpoint.name + temporary_suffix())
     if checkpoint.exists():  # resume: model, optimiser, data order and clock
         state = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(state["model"])
@@ -113,8 +114,8 @@ def train(spec: TrainSpec, out_dir: str, log=print) -> dict:
         if step % cfg.checkpoint_every == 0 and step < total_steps:
             checkpoint.parent.mkdir(exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                        "rng": rng.bit_generator.state, "elapsed": seconds}, checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
+                        "rng": rng.bit_generator.state, "elapsed": seconds}, partial)
+            partial.replace(checkpoint)
     metrics.close()
     progress.close()
     final = evaluate_sets(model, eval_sets, tokenizer, device, dtype, cfg.batch_size, eval_bytes)
@@ -134,5 +135,5 @@ def train(spec: TrainSpec, out_dir: str, log=print) -> dict:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     plot_metrics(records, out / "loss.png", spec.name)
     write_model_card(spec, summary, model_dir)
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    remove_own(out / "checkpoint")
     return summary
