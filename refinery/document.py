@@ -20,6 +20,13 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def document_key(doc_id: str, shard_id: str, row: int) -> str:
+    """The key dedup decides on: unique by construction (the shard and the document's row in its
+    chain output), and ordered by the document id first, so "the lowest id is kept" stays the rule
+    while two documents that share a web id (a WARC-Record-ID is data, not a key) stay two."""
+    return f"{doc_id}\x00{shard_id}\x00{row:010d}"
+
+
 @dataclass(slots=True)
 class Drop:
     """A document a stage removed, and why (one of the stage's declared reasons)."""

@@ -95,6 +95,29 @@ def test_url_dedup_keeps_the_newest_capture(tmp_path):
     assert sorted(kept) == ["a", "c"]
 
 
+def _kept_texts(tmp_path: Path) -> list[str]:
+    return sorted(t for f in sorted((tmp_path / "documents").glob("*.parquet")) for t in pq.read_table(f)["text"].to_pylist())
+
+
+def test_a_unique_page_that_shares_a_web_id_with_a_duplicate_is_kept(tmp_path):
+    """WARC-Record-IDs are data, not keys: a copy dropped under id "b" does not take the other "b" with it."""
+    copy, unique = _prose(1), _prose(2)
+    shards = [[_doc("a", copy), _doc("b", copy)], [_doc("b", unique)]]
+    summary, clusters, kept = _run(tmp_path, shards, {"exact_dedup": {}}, {"minhash_dedup": {}})
+    assert _kept_texts(tmp_path) == sorted([copy, unique]) and sorted(kept) == ["a", "b"]
+    assert summary["per_stage"]["exact_dedup"]["removed"] == 1
+    assert clusters["key"].is_unique
+
+
+def test_one_warc_given_under_two_names_is_deduplicated(tmp_path):
+    """The same records (same ids, same texts, same URLs) in two shards: one copy of each stays."""
+    docs = [_doc(f"rec-{n}", _prose(n)) for n in range(3)]
+    summary, _, kept = _run(tmp_path, [docs, [dict(d) for d in docs]], {"exact_dedup": {}}, {"minhash_dedup": {}},
+                            {"url_dedup": {}})
+    assert sorted(kept) == ["rec-0", "rec-1", "rec-2"]
+    assert summary["per_stage"]["exact_dedup"]["removed"] == 3
+
+
 def test_exact_dedup_ignores_case_punctuation_and_spacing(tmp_path):
     text = _prose(5)
     shards = [[_doc("m", text), _doc("z", text.upper() + " !!")], [_doc("b", "  " + text.replace(" ", "   ")),

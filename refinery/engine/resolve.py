@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from refinery.config import PipelineConfig
+from refinery.document import document_key
 from refinery.engine.lsh import candidate_edges, connected_components
 from refinery.engine.output import remove_own
 from refinery.stage import ExactKeyStage, SpanCutStage
@@ -28,34 +29,50 @@ TOP_DOMAINS = 20
 
 def _exact_clusters(part: pd.DataFrame, column: str, keep: str, stage: str, same_text: bool) -> pd.DataFrame:
     """Members of every key group of two or more documents in ``part`` (whole groups, after the
-    shuffle on ``column``), each with the group's kept id. Documents without a key take no part."""
+    shuffle on ``column``), each with the group's kept document. Documents without a key take no
+    part. The internal ``key`` starts with the id, so ordering by it keeps the lowest id."""
     part = part[part[column].notna()]
-    part = part[part.groupby(column, sort=False)["id"].transform("size") > 1]
+    part = part[part.groupby(column, sort=False)["key"].transform("size") > 1]
     if keep == "lowest_id":
-        order, ascending = [column, "id"], [True, True]
+        order, ascending = [column, "key"], [True, True]
     else:
-        order, ascending = [column, "warc_date", "id"], [True, keep == "oldest", True]
+        order, ascending = [column, "warc_date", "key"], [True, keep == "oldest", True]
     part = part.sort_values(order, ascending=ascending, kind="stable")
-    kept_id = part.groupby(column, sort=False)["id"].transform("first")
-    jaccard = np.where(part["id"] == kept_id, np.nan, 1.0) if same_text else None
-    return _cluster_frame(part["id"], kept_id, stage, jaccard)
+    groups = part.groupby(column, sort=False)
+    kept_key, kept_id = groups["key"].transform("first"), groups["id"].transform("first")
+    jaccard = np.where(part["key"] == kept_key, np.nan, 1.0) if same_text else None
+    return _cluster_frame(part["key"], kept_key, part["id"], kept_id, stage, jaccard)
 
 
-def _cluster_frame(ids: pd.Series, kept_id: pd.Series, stage: str, jaccard=None) -> pd.DataFrame:
-    ids = ids.to_numpy(dtype=object)
+def _cluster_frame(keys: pd.Series, kept_key: pd.Series, ids: pd.Series, kept_id: pd.Series, stage: str,
+                   jaccard=None) -> pd.DataFrame:
+    keys, kept_key = keys.to_numpy(dtype=object), kept_key.to_numpy(dtype=object)
     kept_id = kept_id.to_numpy(dtype=object)
     return pd.DataFrame({
         "cluster_id": pd.Series([f"{stage}/{k}" for k in kept_id], dtype="string"),
-        "stage": pd.Series([stage] * len(ids), dtype="string"),
-        "id": pd.Series(ids, dtype="string"),
-        "kept": pd.Series(ids == kept_id, dtype=bool),
+        "stage": pd.Series([stage] * len(keys), dtype="string"),
+        "id": pd.Series(ids.to_numpy(dtype=object), dtype="string"),
+        "kept": pd.Series(keys == kept_key, dtype=bool),
         "kept_id": pd.Series(kept_id, dtype="string"),
-        "jaccard_to_kept": pd.Series(np.full(len(ids), np.nan) if jaccard is None else jaccard, dtype="float64"),
+        "jaccard_to_kept": pd.Series(np.full(len(keys), np.nan) if jaccard is None else jaccard, dtype="float64"),
+        "key": pd.Series(keys, dtype="string"),  # internal keys: unique even where web ids repeat
+        "kept_key": pd.Series(kept_key, dtype="string"),
     })
 
 
 def _cluster_meta() -> pd.DataFrame:
-    return _cluster_frame(pd.Series([], dtype="string"), pd.Series([], dtype="string"), "")
+    empty = pd.Series([], dtype="string")
+    return _cluster_frame(empty, empty, empty, empty, "")
+
+
+def _keyed_texts(path: str, shard_id: str) -> pd.DataFrame:
+    """One shard's (key, text), the key made as the keys phase made it (file order)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["id", "text"])
+    keys = [document_key(doc_id, shard_id, row) for row, doc_id in enumerate(table.column("id").to_pylist())]
+    return pd.DataFrame({"key": pd.Series(keys, dtype="string"),
+                         "text": pd.Series(table.column("text").to_pylist(), dtype="string")})
 
 
 def _pair_jaccard(part: pd.DataFrame, ngram: int) -> pd.Series:
@@ -65,37 +82,39 @@ def _pair_jaccard(part: pd.DataFrame, ngram: int) -> pd.Series:
                      index=part.index, dtype="float64")
 
 
-def _with_texts(pairs, texts, left: str, right: str):
-    """Adds ``text_a`` (of ``left``) and ``text_b`` (of ``right``) by two distributed joins."""
-    pairs = pairs.merge(texts.rename(columns={"id": left, "text": "text_a"}), on=left, how="left")
-    return pairs.merge(texts.rename(columns={"id": right, "text": "text_b"}), on=right, how="left")
+def _with(pairs, table, column: str, left: str, right: str, suffix: tuple[str, str]):
+    """Adds ``column`` of ``table`` (keyed by ``key``) for ``left`` and for ``right``, as
+    ``column + suffix[0]`` and ``column + suffix[1]``, by two distributed joins."""
+    pairs = pairs.merge(table.rename(columns={"key": left, column: column + suffix[0]}), on=left, how="left")
+    return pairs.merge(table.rename(columns={"key": right, column: column + suffix[1]}), on=right, how="left")
 
 
-def _anti_join(df, dropped):
-    """Rows of ``df`` whose id is not in ``dropped`` (a dataframe with an ``id`` column)."""
-    marked = df.merge(dropped[["id"]].assign(_dropped=True), on="id", how="left")
+def _anti_join(df, dropped, on: str = "key"):
+    """Rows of ``df`` whose ``on`` column is not among ``dropped``'s keys."""
+    marked = df.merge(dropped[["key"]].rename(columns={"key": on}).assign(_dropped=True), on=on, how="left")
     return marked[marked["_dropped"].isna()].drop(columns="_dropped")
 
 
-def _band_clusters(stage, bands, texts, dropped):
+def _band_clusters(stage, bands, texts, names, dropped):
+    """The band-key stage: LSH over the band rows, whose ``id`` column holds internal keys."""
     cfg = stage.config
     if dropped is not None:
-        bands = _anti_join(bands, dropped)
+        bands = _anti_join(bands, dropped, on="id")
     edges = candidate_edges(bands)
     if cfg.verify:
-        edges = _with_texts(edges, texts, "id", "kept")
+        edges = _with(edges, texts, "text", "id", "kept", ("_a", "_b"))
         edges = edges.assign(jaccard=edges.map_partitions(_pair_jaccard, cfg.ngram, meta=("jaccard", "float64")))
         edges = edges[edges["jaccard"] >= cfg.verify_threshold][["id", "kept"]]
-    components = connected_components(edges)
-    if not cfg.jaccard_to_kept:
-        return components.map_partitions(
-            lambda p: _cluster_frame(p["id"], p["cluster"], stage.name), meta=_cluster_meta())
-    members = _with_texts(components, texts, "id", "cluster")
+    members = _with(connected_components(edges), names, "doc_id", "id", "cluster", ("", "_kept"))
+    if cfg.jaccard_to_kept:
+        members = _with(members, texts, "text", "id", "cluster", ("_a", "_b"))
 
     def frame(part: pd.DataFrame) -> pd.DataFrame:
-        scores = _pair_jaccard(part, cfg.ngram).to_numpy(copy=True)
-        scores[(part["id"] == part["cluster"]).to_numpy()] = np.nan  # the kept document itself
-        return _cluster_frame(part["id"], part["cluster"], stage.name, scores)
+        scores = None
+        if cfg.jaccard_to_kept:
+            scores = _pair_jaccard(part, cfg.ngram).to_numpy(copy=True)
+            scores[(part["id"] == part["cluster"]).to_numpy()] = np.nan  # the kept document itself
+        return _cluster_frame(part["id"], part["cluster"], part["doc_id"], part["doc_id_kept"], stage.name, scores)
 
     return members.map_partitions(frame, meta=_cluster_meta())
 
@@ -105,9 +124,10 @@ def _parquet_files(folders: list[str]) -> list[str]:
 
 
 def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_files: list[str],
-            text_files: list[str]) -> dict:
+            text_files: list[str], shard_ids: list[str]) -> dict:
     """Phase 2: runs the dedup stages over all shards' keys; returns the dedup summary. The files
-    are every shard's keys, band rows and (filtered) documents, in the same shard order.
+    are every shard's keys, band rows and (filtered) documents, in the order of ``shard_ids``.
+    Every decision is on the internal key (:func:`refinery.document.document_key`).
 
     Runs on whatever Dask scheduler is active (a ``distributed`` client if one exists)."""
     out = Path(out_dir)
@@ -122,37 +142,39 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
         remove_own(dedup_dir / name)
 
     keys = dd.read_parquet(keys_files)
-    texts = dd.read_parquet(text_files, columns=["id", "text"])
+    texts = dd.from_map(_keyed_texts, text_files, shard_ids,
+                        meta=pd.DataFrame({"key": pd.Series([], dtype="string"), "text": pd.Series([], dtype="string")}))
+    names = keys[["key", "id"]].rename(columns={"id": "doc_id"})
     nparts = max(keys.npartitions, 1)
     stage_tables = []
-    dropped = None  # ids dropped by the stages so far, read back from disk
+    dropped = None  # keys dropped by the stages so far, read back from disk
     for stage in stages:
         if isinstance(stage, ExactKeyStage):
             alive = keys if dropped is None else _anti_join(keys, dropped)
-            columns = ["id", "warc_date", stage.name]
+            columns = ["key", "id", "warc_date", stage.name]
             clusters = alive[columns].shuffle(on=stage.name, npartitions=nparts).map_partitions(
                 _exact_clusters, stage.name, stage.config.keep, stage.name, stage.keys_equal_text,
                 meta=_cluster_meta())
         else:
             bands = dd.read_parquet(bands_files)
-            clusters = _band_clusters(stage, bands, texts, dropped)
+            clusters = _band_clusters(stage, bands, texts, names, dropped)
         table = str(work / f"{stage.name}.parquet")
         clusters.to_parquet(table, write_index=False)
         stage_tables.append(table)
         done = dd.read_parquet(_parquet_files(stage_tables))
-        dropped = done[~done["kept"]][["id"]]
+        dropped = done[~done["kept"]][["key"]]
 
     if stage_tables:
-        info = keys[["id", "shard", "url", "language", "domain"]]
-        clusters = dd.read_parquet(_parquet_files(stage_tables)).merge(info, on="id", how="left")
+        info = keys[["key", "shard", "url", "language", "domain"]]
+        clusters = dd.read_parquet(_parquet_files(stage_tables)).merge(info, on="key", how="left")
         losers = clusters[~clusters["kept"]]
-        drops = losers[["shard", "id", "kept_id", "stage"]]
-        removed = losers[["id", "stage"]].rename(columns={"stage": "removed_by"})
-        per_doc = keys[["id", "language", "domain"]].merge(removed, on="id", how="left")
+        drops = losers[["shard", "key", "kept_id", "stage"]]
+        removed = losers[["key", "stage"]].rename(columns={"stage": "removed_by"})
+        per_doc = keys[["key", "language", "domain"]].merge(removed, on="key", how="left")
         per_doc = per_doc.assign(removed=(~per_doc["removed_by"].isna()).astype("int64"))
-        domains = per_doc.groupby("domain").agg(documents=("id", "count"), removed=("removed", "sum"),
+        domains = per_doc.groupby("domain").agg(documents=("key", "count"), removed=("removed", "sum"),
                                                 split_out=nparts)
-        sizes = clusters.groupby(["stage", "cluster_id"]).size(split_out=nparts).to_frame("size").reset_index()
+        sizes = clusters.groupby(["stage", "kept_key"]).size(split_out=nparts).to_frame("size").reset_index()
         writes = [
             clusters.to_parquet(str(dedup_dir / "clusters.parquet"), write_index=False, compute=False),
             drops.to_parquet(str(dedup_dir / "drops"), partition_on=["shard"], write_index=False, compute=False),

@@ -21,7 +21,7 @@ from refinery.pipeline.chain import (
     shard_paths,
     text_size,
 )
-from refinery.pipeline.keys import dedup_paths, iter_documents
+from refinery.pipeline.keys import dedup_paths, iter_keyed_documents
 from refinery.pipeline.substring import shard_drops
 from refinery.stage import SpanCutStage, batched
 from refinery.stats import StageStats
@@ -39,8 +39,8 @@ class ApplyResult(Result):
 
 def _shard_cuts(out: Path, shard_id: str) -> dict[str, list[tuple[int, int]]]:
     table = pq.read_table(out / "dedup" / "cuts" / f"{shard_id}.parquet")
-    return {doc_id: list(zip(starts, ends)) for doc_id, starts, ends in
-            zip(*(table.column(c).to_pylist() for c in ("id", "starts", "ends")))}
+    return {key: list(zip(starts, ends)) for key, starts, ends in
+            zip(*(table.column(c).to_pylist() for c in ("key", "starts", "ends")))}
 
 
 def _cut(stage, doc: Document, ranges: list[tuple[int, int]], stats: StageStats) -> bool:
@@ -72,15 +72,16 @@ def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str) -> Appl
 
     with atomic_path(paths["documents"]) as tmp:
         with pq.ParquetWriter(tmp, DOCUMENT_SCHEMA, compression="zstd") as writer:
-            for docs in batched(iter_documents(source, config.spec.run.row_group_size), config.spec.run.row_group_size):
+            keyed = iter_keyed_documents(source, shard.shard_id, config.spec.run.row_group_size)
+            for docs in batched(keyed, config.spec.run.row_group_size):
                 kept = []
-                for doc in docs:
-                    stage_name, kept_id = drops.get(doc.id, (None, None))
+                for key, doc in docs:
+                    stage_name, kept_id = drops.get(key, (None, None))
                     for stage in stages:  # the stages before the one that drops it saw it pass
                         name = stage.name
                         funnel[name].docs_in += 1
-                        if isinstance(stage, SpanCutStage) and doc.id in cuts:
-                            if not _cut(stage, doc, cuts[doc.id], funnel[name]):
+                        if isinstance(stage, SpanCutStage) and key in cuts:
+                            if not _cut(stage, doc, cuts[key], funnel[name]):
                                 funnel[name].dropped[stage.reason] += 1
                                 sampler.offer(name, Drop(doc, stage.reason))
                                 break

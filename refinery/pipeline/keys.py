@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.config import PipelineConfig
-from refinery.document import Document
+from refinery.document import Document, document_key
 from refinery.engine.task import Result
 from refinery.io import InputShard, atomic_path
 from refinery.pipeline.chain import shard_paths
@@ -55,8 +55,15 @@ def iter_documents(path: Path, batch_size: int):
             yield Document(**row)
 
 
+def iter_keyed_documents(path: Path, shard_id: str, batch_size: int):
+    """(internal key, document) for each document of a shard's chain output, in file order."""
+    for row, doc in enumerate(iter_documents(path, batch_size)):
+        yield document_key(doc.id, shard_id, row), doc
+
+
 def band_rows(ids: Sequence[str], keys: np.ndarray) -> pa.Table:
-    """One row per (document, band): columns ``band`` (int32), ``key`` (uint64), ``id`` (string).
+    """One row per (document, band): columns ``band`` (int32), ``key`` (uint64), ``id`` (string: the
+    document's internal key, :func:`refinery.document.document_key`).
 
     ``keys`` is :meth:`refinery.minhash.MinHasher.band_keys`'s output, shape ``(len(ids), bands)``.
     Rows are document-major: all bands of ``ids[0]``, then all bands of ``ids[1]``, and so on.
@@ -81,7 +88,7 @@ def band_rows(ids: Sequence[str], keys: np.ndarray) -> pa.Table:
 
 def _keys_schema(exact_stages: list[str]) -> pa.Schema:
     return pa.schema([
-        ("id", pa.string()), ("shard", pa.string()), ("url", pa.string()), ("warc_date", pa.string()),
+        ("key", pa.string()), ("id", pa.string()), ("shard", pa.string()), ("url", pa.string()), ("warc_date", pa.string()),
         ("language", pa.string()), ("domain", pa.string()),
         *((name, pa.string()) for name in exact_stages),
     ])
@@ -113,13 +120,14 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str) -> KeysR
                 pq.ParquetWriter(bands_tmp, BANDS_SCHEMA, compression="zstd") as bands_out:
             batch_size = banded.config.batch_size if banded else 1024
             for docs in batched(iter_documents(source, batch_size), batch_size):
+                keys = [document_key(d.id, shard.shard_id, documents + n) for n, d in enumerate(docs)]
                 documents += len(docs)
                 keys_out.write_table(pa.table({
-                    "id": [d.id for d in docs], "shard": [shard.shard_id] * len(docs),
+                    "key": keys, "id": [d.id for d in docs], "shard": [shard.shard_id] * len(docs),
                     "url": [d.url for d in docs], "warc_date": [d.warc_date for d in docs],
                     "language": [d.language for d in docs], "domain": [domain_of(d.url) for d in docs],
                     **{s.name: [_hex(s.exact_key(d)) for d in docs] for s in exact},
                 }, schema=keys_out.schema))
                 if banded is not None:
-                    bands_out.write_table(band_rows([d.id for d in docs], banded.band_keys(docs)))
+                    bands_out.write_table(band_rows(keys, banded.band_keys(docs)))
     return KeysResult(shard.shard_id, documents, round(time.perf_counter() - started, 3))

@@ -63,7 +63,8 @@ def resolve_task(config: PipelineConfig, shards: list[InputShard], out: Path) ->
     keys, bands = ([str(dedup_paths(out, s)[k]) for s in shards] for k in ("keys", "bands"))
     texts = [str(shard_paths(out, s, deduplicated=True)["documents"]) for s in shards]
     inputs = tuple(p for pair in zip(keys, bands) for p in pair)
-    return Task(key="resolve", func=resolve, args=(config, str(out), keys, bands, texts),
+    args = (config, str(out), keys, bands, texts, [s.shard_id for s in shards])
+    return Task(key="resolve", func=resolve, args=args,
                 fingerprint=_digest(config.dedup_fingerprint(), [s.shard_id for s in shards]), inputs=inputs,
                 outputs=tuple(str(out / "dedup" / name) for name in ("clusters.parquet", "drops", "domains.parquet")),
                 marker=str(out / "_markers" / "dedup.done"))

@@ -15,7 +15,7 @@ from refinery.document import Document
 from refinery.engine.task import Result
 from refinery.io import InputShard, atomic_path
 from refinery.pipeline.chain import shard_paths
-from refinery.pipeline.keys import iter_documents
+from refinery.pipeline.keys import iter_keyed_documents
 from refinery.stage import SpanCutStage
 
 
@@ -33,18 +33,18 @@ class SubstringResult(Result):
 
 
 def shard_drops(out: Path, shard_id: str) -> dict[str, tuple[str, str]]:
-    """id -> (stage, kept id) for the documents this shard loses."""
+    """internal key -> (stage, kept id) for the documents this shard loses."""
     folder = out / "dedup" / "drops" / f"shard={shard_id}"
     drops = {}
     for path in sorted(folder.glob("*.parquet")):
-        table = pq.read_table(path, columns=["id", "kept_id", "stage"])
-        for doc_id, kept_id, stage in zip(*(table.column(c).to_pylist() for c in ("id", "kept_id", "stage"))):
-            drops[doc_id] = (stage, kept_id)
+        table = pq.read_table(path, columns=["key", "kept_id", "stage"])
+        for key, kept_id, stage in zip(*(table.column(c).to_pylist() for c in ("key", "kept_id", "stage"))):
+            drops[key] = (stage, kept_id)
     return drops
 
 
 SPANS_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("tokens", pa.int64()), ("text", pa.string())])
-CUTS_SCHEMA = pa.schema([("id", pa.string()), ("starts", pa.list_(pa.int64())), ("ends", pa.list_(pa.int64()))])
+CUTS_SCHEMA = pa.schema([("key", pa.string()), ("starts", pa.list_(pa.int64())), ("ends", pa.list_(pa.int64()))])
 SPAN_SAMPLE_CHARS = 2000
 
 
@@ -75,13 +75,13 @@ def find_cuts(group: int, shards: list[InputShard], config: PipelineConfig, out_
     spans: list[dict] = []
     totals = {"parts": 0, "documents": 0, "text_bytes": 0, "cut_tokens": 0, "cut_bytes": 0, "documents_touched": 0}
 
-    def run_part(part: list[tuple[str, Document]]) -> None:
-        found = find_repeats([doc.text for _, doc in part], cfg.min_tokens, cfg.keep_first)
+    def run_part(part: list[tuple[str, str, Document]]) -> None:
+        found = find_repeats([doc.text for _, _, doc in part], cfg.min_tokens, cfg.keep_first)
         totals["parts"] += 1
-        for (sid, doc), ranges, tokens in zip(part, found.cuts, found.cut_tokens):
+        for (sid, key, doc), ranges, tokens in zip(part, found.cuts, found.cut_tokens):
             if not ranges:
                 continue
-            cuts[sid][doc.id] = ranges
+            cuts[sid][key] = ranges
             totals["documents_touched"] += 1
             totals["cut_tokens"] += tokens
             totals["cut_bytes"] += sum(len(doc.text[a:b].encode("utf-8", "surrogatepass")) for a, b in ranges)
@@ -90,18 +90,19 @@ def find_cuts(group: int, shards: list[InputShard], config: PipelineConfig, out_
                     spans.append({"id": doc.id, "url": doc.url, "tokens": len(doc.text[a:b].split()),
                                   "text": doc.text[a:b][:SPAN_SAMPLE_CHARS]})
 
-    part: list[tuple[str, Document]] = []
+    part: list[tuple[str, str, Document]] = []
     part_bytes = 0
     for shard in shards:
         dropped = shard_drops(out, shard.shard_id)
-        for doc in iter_documents(shard_paths(out, shard, deduplicated=True)["documents"], 1024):
-            if doc.id in dropped:
+        for key, doc in iter_keyed_documents(shard_paths(out, shard, deduplicated=True)["documents"],
+                                             shard.shard_id, 1024):
+            if key in dropped:
                 continue
             size = len(doc.text.encode("utf-8", "surrogatepass"))
             if part and part_bytes + size > cfg.max_part_bytes:
                 run_part(part)
                 part, part_bytes = [], 0
-            part.append((shard.shard_id, doc))
+            part.append((shard.shard_id, key, doc))
             part_bytes += size
             totals["documents"] += 1
             totals["text_bytes"] += size
@@ -111,7 +112,7 @@ def find_cuts(group: int, shards: list[InputShard], config: PipelineConfig, out_
     for sid in ids:
         rows = sorted(cuts[sid].items())
         with atomic_path(out / "dedup" / "cuts" / f"{sid}.parquet") as tmp:
-            pq.write_table(pa.table({"id": [r[0] for r in rows], "starts": [[a for a, _ in r[1]] for r in rows],
+            pq.write_table(pa.table({"key": [r[0] for r in rows], "starts": [[a for a, _ in r[1]] for r in rows],
                                      "ends": [[b for _, b in r[1]] for r in rows]}, schema=CUTS_SCHEMA), tmp)
     with atomic_path(out / "dedup" / "substring_spans" / f"group-{group:05d}.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(spans, schema=SPANS_SCHEMA), tmp)
