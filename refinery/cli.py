@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # never reach the network for it
-    from refinery.config import load_config, read_yaml, with_overrides
+    from refinery.config import load_config, preflight, read_yaml, with_overrides
     from refinery.engine.output import claim_output
     from refinery.io import expand_inputs
     from refinery.pipeline.chain import source_stage_class
@@ -170,7 +170,8 @@ def command_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     config = with_overrides(config, inputs=args.input, output=args.output, workers=args.workers, limit=args.limit)
     out_dir = config.spec.output or os.path.join("runs", config.name)
-    shards = expand_inputs(config.spec.input.paths)
+    shards = expand_inputs(config.spec.input.paths, config.spec.input)
+    preflight(config)  # what validation cannot see (a model that does not load), in a dry run too
     if args.dry_run:
         print(f"config {config.path} ({config.fingerprint()}) -> {out_dir}")
         print("stages: " + " -> ".join([source_stage_class(config).name, *(s.name for s in config.stages)]))
@@ -256,8 +257,10 @@ def command_mix(args: argparse.Namespace, raw: dict) -> int:
     from refinery.config import ConfigError
     from refinery.engine.output import claim_output
     from refinery.mix import execute_mix, parse_mix
+    from refinery.mix.spec import preflight_mix
 
     spec = parse_mix(raw, args.config)
+    preflight_mix(spec)
     if args.input or args.limit:
         raise ConfigError("--input" if args.input else "--limit", "not used by a mix config; set each source's input")
     out_dir = args.output or spec.output or os.path.join("runs", spec.name)
@@ -303,6 +306,7 @@ def command_train(args: argparse.Namespace) -> int:
 def command_ablate(args: argparse.Namespace) -> int:
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     from refinery.ablate import execute_ablation, parse_ablation
+    from refinery.ablate.spec import preflight_ablation
     from refinery.config import read_yaml
     from refinery.engine.output import claim_output
 
@@ -310,6 +314,7 @@ def command_ablate(args: argparse.Namespace) -> int:
     if isinstance(raw, dict) and args.input:
         raw = {**raw, "input": list(args.input)}
     spec = parse_ablation(raw, args.config)
+    preflight_ablation(spec)
     out_dir = args.output or spec.output or os.path.join("runs", spec.name)
     args.output_dir = out_dir
     with claim_output(out_dir, force=args.force):  # --force: every variant's markers too

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from refinery.paths import DerivedPathName
 from refinery.stage import SpanCutStage, StageConfig
+
+MESSAGE_VALUE_CHARS = 200  # an error message shows at most this much of a value
+YAML_NODE_BUDGET = 100_000  # nodes of a config, aliases expanded; refinery's own configs have a few hundred
 
 
 class ConfigError(Exception):
@@ -32,6 +37,10 @@ class InputConfig(_Strict):
     format: str = Field(default="auto", pattern="^(auto|warc|arc)$")
     max_record_bytes: int = Field(default=10_000_000, gt=0)
     keep_status: list[int] = Field(default=[200], min_length=1)
+    # remote inputs (http(s)://, s3://): how they are fetched, not what they hold (no output depends on them)
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    read_timeout_s: float = Field(default=60.0, gt=0, le=3600)  # a stream silent this long raises
+    retries: int = Field(default=3, ge=0, le=10)  # more tries to list or open one, after 0.5 s, 1 s, 2 s, ...
 
 
 class RunConfig(_Strict):
@@ -46,7 +55,7 @@ class RunConfig(_Strict):
 
 
 class PipelineSpec(_Strict):
-    name: str = Field(min_length=1)
+    name: DerivedPathName  # runs/NAME
     source: str = "web"
     output: str | None = None
     input: InputConfig = InputConfig()
@@ -95,7 +104,7 @@ class PipelineConfig:
         """Hash of everything that affects outputs (not where they go, nor how many workers)."""
         body = {
             "source": self.spec.source,
-            "input": self.spec.input.model_dump(exclude={"paths"}),
+            "input": self.spec.input.model_dump(exclude={"paths", "connect_timeout_s", "read_timeout_s", "retries"}),
             "limit": self.spec.run.limit,
             "stages": [[s.name, s.config.model_dump()] for s in self.stages],
             "dedup": bool(self.dedup),  # the chain writes to filtered/ instead of documents/
@@ -108,16 +117,37 @@ class PipelineConfig:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_VALUE_REPR = reprlib.Repr()
+_VALUE_REPR.maxlevel, _VALUE_REPR.maxlist, _VALUE_REPR.maxtuple, _VALUE_REPR.maxdict = 2, 4, 4, 4
+_VALUE_REPR.maxset = _VALUE_REPR.maxfrozenset = 4
+_VALUE_REPR.maxstring, _VALUE_REPR.maxother, _VALUE_REPR.maxlong = 80, 80, 40
+_VALUE_REPR.repr_int = lambda value, level: (  # repr() refuses ints of over 4,300 digits
+    repr(value) if value.bit_length() <= 128 else f"<an integer of {value.bit_length():,} bits>")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def shown(value: Any, limit: int = MESSAGE_VALUE_CHARS) -> str:
+    """A bounded repr for error messages: never expands a large or deeply nested value."""
+    return _cut(_VALUE_REPR.repr(value), limit)
+
+
+def _key_part(part: Any, limit: int = 80) -> str:
+    return _cut(str(part).replace("\n", "\\n"), limit)
+
+
 def _first_error(err: ValidationError, prefix: str = "") -> ConfigError:
-    first = err.errors()[0]
+    first = err.errors(include_url=False)[0]
     loc = ""
     for part in first["loc"]:
-        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        part = part if isinstance(part, int) else _key_part(part)
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else part)
     key = ".".join(p for p in (prefix, loc) if p) or "(root)"
-    key = key.replace("\n", "\\n")
     message = first["msg"]
     if first["type"] not in ("missing", "extra_forbidden") and "input" in first:
-        message += f" (got {first['input']!r})"
+        message += f" (got {shown(first['input'])})"
     return ConfigError(key, message)
 
 
@@ -145,7 +175,7 @@ def _parse_stage_list(entries: list, section: str, registry: dict) -> list[Stage
             raise ConfigError(where, "each stage is a mapping with one key, the stage name")
         (name, params), = entry.items()
         if name not in registry:
-            raise ConfigError(where, f"unknown stage {name!r} (known: {', '.join(sorted(registry))})")
+            raise ConfigError(where, f"unknown stage {shown(name, 80)} (known: {', '.join(sorted(registry))})")
         if params is None:
             params = {}
         if not isinstance(params, dict):
@@ -162,6 +192,19 @@ def _parse_stage_list(entries: list, section: str, registry: dict) -> list[Stage
     return stage_specs
 
 
+def preflight(config: PipelineConfig, prefix: str = "") -> None:
+    """Checks what validation alone cannot (e.g. that a model file loads) by calling each stage's
+    ``preflight``; run before any work, in a dry run too. A stage raises ConfigError with a key
+    relative to its parameters; the error raised here names the full key path."""
+    for section, specs in (("stages", config.stages), ("dedup", config.dedup)):
+        for index, spec in enumerate(specs):
+            try:
+                spec.stage_class.preflight(spec.config)
+            except ConfigError as err:
+                where = ".".join(p for p in (prefix, f"{section}[{index}].{spec.name}", err.key) if p)
+                raise ConfigError(where, err.message) from None
+
+
 def read_yaml(path: str | Path) -> Any:
     """The parsed YAML of a config file; unreadable files and bad YAML are ConfigErrors."""
     path = Path(path)
@@ -171,12 +214,38 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError("(file)", f"cannot read config {str(path)!r}: {err.strerror}") from None
     except UnicodeDecodeError as err:
         raise ConfigError("(file)", f"config {str(path)!r} is not UTF-8 (byte {err.start})") from None
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, YAML_NODE_BUDGET) > YAML_NODE_BUDGET:
+            raise ConfigError("(file)", f"config {str(path)!r} expands to more than {YAML_NODE_BUDGET:,} YAML "
+                                        "nodes (nested aliases?); refusing to read it")
+        return loader.construct_document(node)
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise ConfigError("(file)", f"invalid YAML: {_cut(str(err), MESSAGE_VALUE_CHARS)}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError("(file)", f"invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, budget: int) -> int:
+    """How many nodes ``node`` has with every alias expanded, counting no further than budget + 1
+    (an alias is the same node object again, so a cycle or a "billion laughs" stops at the budget)."""
+    count, stack = 0, [node]
+    while stack and count <= budget:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+    return count
 
 
 def load_config(path: str | Path, registry: Registry | None = None) -> PipelineConfig:

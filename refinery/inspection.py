@@ -19,6 +19,29 @@ from refinery.config import ConfigError
 
 KEPT = "kept"
 
+# what a terminal would act on rather than show: ESC sequences (CSI, OSC/DCS/APC/PM/SOS strings
+# ended by BEL or ST, two-byte escapes), then any other C0 control but newline and tab, DEL and C1
+_ESCAPE_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b[\]PX^_][^\x07\x1b\n]*(?:\x07|\x1b\\)?|\x1b[ -~]?"
+                              r"|\x9b[0-?]*[ -/]*[@-~]?|[\x90\x98\x9d\x9e\x9f][^\x07\x1b\x9c\n]*[\x07\x9c]?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` without terminal control characters and escape sequences (newlines and tabs stay)."""
+    return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+
+
+def stage_reasons() -> dict[str, tuple[str, ...]]:
+    """The drop reasons each known stage declares, by stage name (the folders of OUTPUT/dropped/)."""
+    from refinery.config import default_registry
+    from refinery.stages.warc_reader import WarcReader
+
+    registry = default_registry()
+    reasons = {name: tuple(cls.reasons) for name, cls in registry.chain.items()}
+    reasons.update({name: (cls.reason,) for name, cls in registry.dedup.items()})
+    reasons[WarcReader.name] = tuple(WarcReader.reasons)
+    return reasons
+
 
 @dataclass
 class Query:
@@ -36,7 +59,9 @@ def find(out_dir: str | Path, query: Query) -> list[dict]:
         raise ConfigError("OUTPUT", f"{str(out)!r} is not a refinery output (no stats.json or documents/)")
     stages = sorted(p.name for p in (out / "dropped").iterdir()) if (out / "dropped").is_dir() else []
     if query.stage not in (None, KEPT, *stages):
-        raise ConfigError("--stage", f"no documents for {query.stage!r}; choose kept or one of: {', '.join(stages)}")
+        raise ConfigError("--stage", printable(f"no documents for {query.stage!r}; choose kept or one of: "
+                                               f"{', '.join(stages)}"))
+    _check_reason(query, stages)
     try:
         pattern = re.compile(query.grep, re.IGNORECASE) if query.grep else None
     except re.error as err:
@@ -53,6 +78,23 @@ def find(out_dir: str | Path, query: Query) -> list[dict]:
         elif (slot := rng.randrange(seen)) < query.sample:
             chosen[slot] = row
     return chosen
+
+
+def _check_reason(query: Query, stages: list[str]) -> None:
+    """``--reason`` must be one the chosen stage (or, without --stage, any stage in OUTPUT) can give."""
+    if query.reason is None:
+        return
+    if query.stage == KEPT:
+        raise ConfigError("--reason", "kept documents have no drop reason; leave out --reason or --stage kept")
+    known = stage_reasons()
+    chosen = stages if query.stage is None else [query.stage]
+    if any(stage not in known for stage in chosen):
+        return  # a stage refinery does not know (a plugin's): any reason may be its own
+    valid = sorted({reason for stage in chosen for reason in known[stage]})
+    if query.reason not in valid:
+        which = f"stage {query.stage}" if query.stage else "the stages in this output"
+        raise ConfigError("--reason", printable(f"{query.reason!r} is not a reason of {which}; choose one of: "
+                                                f"{', '.join(valid) or '(none)'}"))
 
 
 def _rows(out: Path, query: Query, stages: list[str]) -> Iterator[dict]:
@@ -84,6 +126,7 @@ def render(rows: list[dict], console, grep: str | None = None, chars: int = 1200
         console.print("no matching documents")
         return
     for row in rows:
+        row = {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
         where = "kept" if row["stage"] == KEPT else f"dropped by {row['stage']}: {row['reason']}"
         header = Text(f"── {where} ", style="bold green" if row["stage"] == KEPT else "bold red")
         header.append(row.get("url") or row.get("source") or "", style="cyan")

@@ -8,14 +8,17 @@ import hashlib
 import json
 import os
 import re
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, TypeVar
 
-from refinery.config import ConfigError
+from refinery.config import ConfigError, InputConfig
 from refinery.sample import SAMPLE_SCHEME, materialise
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, order=True)
@@ -36,8 +39,9 @@ def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def expand_inputs(patterns: list[str]) -> list[InputShard]:
-    """Resolves globs and URLs into a sorted, de-duplicated shard list; raises ConfigError."""
+def expand_inputs(patterns: list[str], config: InputConfig | None = None) -> list[InputShard]:
+    """Resolves globs and URLs into a sorted, de-duplicated shard list; raises ConfigError.
+    ``config`` (the ``input:`` section) bounds the waits on remote inputs."""
     paths: list[str] = []
     for index, pattern in enumerate(patterns):
         key = f"input.paths[{index}]"
@@ -49,7 +53,7 @@ def expand_inputs(patterns: list[str]) -> list[InputShard]:
                 raise ConfigError(key, f"unknown embedded sample {pattern!r}") from None
             continue
         if is_remote(pattern):
-            paths.extend(_expand_remote(pattern, key))
+            paths.extend(_expand_remote(pattern, key, _settings(config)))
             continue
         local = pattern.removeprefix("file://")
         matches = sorted(glob.glob(local)) if _GLOB_CHARS.search(local) else [local]
@@ -64,26 +68,48 @@ def expand_inputs(patterns: list[str]) -> list[InputShard]:
     return [InputShard.for_path(p) for p in unique]
 
 
-def _expand_remote(url: str, key: str) -> list[str]:
-    import fsspec
-
+def _expand_remote(url: str, key: str, config: InputConfig) -> list[str]:
     try:
-        fs, _, _ = fsspec.core.get_fs_token_paths(url, storage_options=_storage_options(url))
+        fs, fs_path = _remote_fs(url, config)
         if _GLOB_CHARS.search(url.split("://", 1)[1]) and not url.startswith(("http://", "https://")):
-            found = sorted(fs.glob(url))
+            found = sorted(with_retries(lambda: fs.glob(fs_path), config))
             if not found:
                 raise ConfigError(key, f"no input matches {url!r}")
             protocol = url.split("://", 1)[0]
             return [f"{protocol}://{p}" if "://" not in p else p for p in found]
-        if not fs.exists(url):
+        if not with_retries(lambda: _exists(fs, fs_path, url), config):
             raise ConfigError(key, f"input not found: {url!r}")
     except ConfigError:
         raise
     except ImportError as err:
         raise ConfigError(key, f"no fsspec backend for {url!r}: {err}") from None
     except Exception as err:  # noqa: BLE001 - network and auth errors become one config line
-        raise ConfigError(key, f"cannot reach {url!r}: {type(err).__name__}: {err}") from None
+        tries = config.retries + 1 if transient(err) else 1
+        raise ConfigError(key, f"cannot reach {url!r}: {_one_line(err)} ({tries} {'try' if tries == 1 else 'tries'}; "
+                               f"input.connect_timeout_s {config.connect_timeout_s:g}, "
+                               f"input.read_timeout_s {config.read_timeout_s:g})") from None
     return [url]
+
+
+def _exists(fs, path: str, url: str) -> bool:
+    if url.startswith(("http://", "https://")):
+        return fs.exists(path, strict=True)  # a timeout or a 5xx raises instead of reading as "missing"
+    return fs.exists(path)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or "no message"
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+# --- remote inputs: every wait is bounded --------------------------------------------------------
+
+DEFAULT_INPUT = InputConfig()  # the timeouts and retries used where no ``input:`` section is passed
+BACKOFF_S = 0.5  # the first wait before another try; each later wait doubles
+
+
+def _settings(config: InputConfig | None) -> InputConfig:
+    return DEFAULT_INPUT if config is None else config
 
 
 def _storage_options(url: str) -> dict:
@@ -93,13 +119,73 @@ def _storage_options(url: str) -> dict:
     return {}
 
 
-def remote_identity(path: str) -> list:
-    """What identifies a remote input's content: its ETag when the store gives one, else its size
-    and modification time."""
+def remote_storage_options(url: str, config: InputConfig | None = None) -> dict:
+    """fsspec storage options for a remote input: anonymous s3, and the connect and read timeouts
+    of ``config``. A stream silent for the read timeout raises (it is not retried)."""
+    config = _settings(config)
+    options = _storage_options(url)
+    protocol = url.split("://", 1)[0].lower()
+    if protocol in ("http", "https"):
+        import aiohttp
+
+        # no total: a large shard may take long, so long as bytes keep coming; sock_read bounds
+        # the wait for the response headers and for every later read of the body
+        timeout = aiohttp.ClientTimeout(total=None, connect=config.connect_timeout_s,
+                                        sock_connect=config.connect_timeout_s, sock_read=config.read_timeout_s)
+        options["client_kwargs"] = {"timeout": timeout}
+    elif protocol in ("s3", "s3a"):
+        options["config_kwargs"] = {  # botocore's Config, through s3fs
+            "connect_timeout": config.connect_timeout_s,
+            "read_timeout": config.read_timeout_s,
+            "retries": {"total_max_attempts": config.retries + 1, "mode": "standard"},
+        }
+    return options
+
+
+def _remote_fs(url: str, config: InputConfig):
     import fsspec
 
-    fs, _, _ = fsspec.core.get_fs_token_paths(path, storage_options=_storage_options(path))
-    info = fs.info(path)
+    return fsspec.core.url_to_fs(url, **remote_storage_options(url, config))
+
+
+def transient(err: BaseException) -> bool:
+    """Whether another try may succeed: a timeout, a refused or reset connection, a 5xx or 429
+    answer (also as the cause of another error) - not a missing or forbidden input."""
+    for _ in range(8):  # the error and its causes
+        if err is None:
+            return False
+        status = getattr(err, "status", None)
+        if isinstance(status, int):  # an HTTP answer
+            return status >= 500 or status == 429
+        if isinstance(err, (TimeoutError, ConnectionError)):
+            return True
+        if type(err).__module__.startswith(("aiohttp", "botocore", "aiobotocore")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def with_retries(call: Callable[[], T], config: InputConfig | None = None) -> T:
+    """``call()``, tried again up to ``config.retries`` times on a transient error, after
+    BACKOFF_S, then twice as long each time."""
+    retries = _settings(config).retries
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except Exception as err:
+            if attempt >= retries or not transient(err):
+                raise
+        time.sleep(BACKOFF_S * 2**attempt)
+        attempt += 1
+
+
+def remote_identity(path: str, config: InputConfig | None = None) -> list:
+    """What identifies a remote input's content: its ETag when the store gives one, else its size
+    and modification time."""
+    config = _settings(config)
+    fs, fs_path = _remote_fs(path, config)
+    info = with_retries(lambda: fs.info(fs_path), config)
     etag = info.get("ETag") or info.get("etag")
     if etag:
         return ["etag", str(etag).strip('"')]
@@ -107,15 +193,18 @@ def remote_identity(path: str) -> list:
 
 
 @contextlib.contextmanager
-def open_input(path: str) -> Iterator[IO[bytes]]:
-    """Opens raw bytes; WARC readers do their own per-member gzip decoding."""
+def open_input(path: str, config: InputConfig | None = None) -> Iterator[IO[bytes]]:
+    """Opens raw bytes; WARC readers do their own per-member gzip decoding. A remote input is
+    opened with ``config``'s timeouts and retries (the ``input:`` section; defaults without one);
+    a read that stalls raises after the read timeout and is not tried again (over http(s),
+    aiohttp's SocketTimeoutError, a TimeoutError; over s3, botocore's ReadTimeoutError)."""
     if not is_remote(path):
         with open(path.removeprefix("file://"), "rb") as handle:
             yield handle
         return
-    import fsspec
-
-    with fsspec.open(path, "rb", compression=None, **_storage_options(path)) as handle:
+    config = _settings(config)
+    fs, fs_path = _remote_fs(path, config)
+    with with_retries(lambda: fs.open(fs_path, "rb"), config) as handle:
         yield handle
 
 

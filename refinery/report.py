@@ -34,6 +34,7 @@ MAX_SIZE_BARS = 25
 def write_report(out_dir: str | Path, tokenizer: str | None = None, seed: int = 0) -> Path:
     """Writes OUTPUT/report.html and returns its path."""
     out = Path(out_dir)
+    loaded = _load_tokenizer(tokenizer) if tokenizer else None  # a bad --tokenizer fails before any work
     stats = json.loads((out / "stats.json").read_text())
     rng = random.Random(seed)
     if stats.get("kind") == "mix":
@@ -41,7 +42,7 @@ def write_report(out_dir: str | Path, tokenizer: str | None = None, seed: int = 
         body = _mix_sections(out, stats, rng)
     else:
         title = f"refinery run report: {stats['name']}"
-        body = _run_sections(out, stats, rng, tokenizer)
+        body = _run_sections(out, stats, rng, loaded)
     path = out / "report.html"
     write_text_atomic(path, _page(title, body))
     return path
@@ -49,7 +50,7 @@ def write_report(out_dir: str | Path, tokenizer: str | None = None, seed: int = 
 
 # --- a pipeline run ------------------------------------------------------------------------------
 
-def _run_sections(out: Path, stats: dict, rng: random.Random, tokenizer: str | None, heading: str = "") -> list[str]:
+def _run_sections(out: Path, stats: dict, rng: random.Random, tokenizer=None, heading: str = "") -> list[str]:
     funnel = stats["funnel"]
     records, kept = stats["input"]["records"], stats["output"]["documents"]
     parts = [f"<p class='summary'>{heading}{_e(stats['name'])}: {records:,} input records in "
@@ -199,16 +200,13 @@ def _dedup_parts(dedup: dict) -> list[str]:
     return parts
 
 
-def _shard_size_parts(out: Path, stats: dict, tokenizer: str | None) -> list[str]:
-    """Documents, characters and tokens per output shard: BPE tokens with ``tokenizer`` (which
-    reads the documents), else the whitespace-separated words the run counted as it wrote them
-    (a pipeline run has no tokenizer of its own)."""
+def _shard_size_parts(out: Path, stats: dict, tokenizer=None) -> list[str]:
+    """Documents, characters and tokens per output shard: BPE tokens with ``tokenizer`` (a loaded
+    `tokenizers.Tokenizer`, which reads the documents), else the whitespace-separated words the
+    run counted as it wrote them (a pipeline run has no tokenizer of its own)."""
     encode = None
-    if tokenizer:
-        from refinery import tokenizer as tk
-
-        loaded = tk.load(tokenizer)
-        encode = lambda texts: sum(len(e.ids) for e in loaded.encode_batch(texts, add_special_tokens=False))  # noqa: E731
+    if tokenizer is not None:
+        encode = lambda texts: sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))  # noqa: E731
     unit = "BPE tokens" if encode else "words (whitespace tokens)"
     rows, labels, counts = [], [], []
     for shard in stats.get("shards", []):
@@ -236,6 +234,22 @@ def _shard_size_parts(out: Path, stats: dict, tokenizer: str | None) -> list[str
             "--tokenizer PATH` counts BPE tokens here.</p>" if not encode else f"<p>{total:,} {unit}.</p>",
             _svg(fig), f"<table><tr><th>shard</th><th>records</th><th>documents</th><th>characters</th>"
                        f"<th>{unit}</th></tr>{''.join(rows)}</table>"]
+
+
+def _load_tokenizer(path: str):
+    """The tokenizer at ``path`` (a tokenizer.json, or a folder holding one); anything else is a
+    ConfigError naming ``--tokenizer``."""
+    from refinery import tokenizer as tk
+    from refinery.config import ConfigError
+
+    file = Path(path) / "tokenizer.json" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise ConfigError("--tokenizer", f"no tokenizer.json at {str(path)!r}")
+    try:
+        return tk.load(file)
+    except Exception as err:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a bad file
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ConfigError("--tokenizer", f"{str(file)!r} is not a tokenizer.json: {reason}") from None
 
 
 def _length_parts(funnel: list[dict]) -> list[str]:

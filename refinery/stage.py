@@ -15,7 +15,16 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Stage:
+class _Preflight:
+    @classmethod
+    def preflight(cls, config: StageConfig) -> None:
+        """Checks, before any work (and in a dry run), what validating ``config`` cannot: that a
+        model loads, say. Raises ``refinery.config.ConfigError(field, message)`` with ``field``
+        relative to this stage's parameters (e.g. "model_path"); the caller adds the stage's key
+        path. May import what ``setup`` imports; the default checks nothing."""
+
+
+class Stage(_Preflight):
     """One step of the per-shard chain.
 
     Simple stages implement `process_doc`; vectorised ones (LID, MinHash, tokenisation)
@@ -88,7 +97,7 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-class DedupStage:
+class DedupStage(_Preflight):
     """A corpus-wide step, run after the per-shard chain on all of its output. Its kind is its
     base class, and the pipeline dispatches on that type:
 

@@ -8,8 +8,11 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from refinery.document import Document, Drop
+from refinery.html_bounds import tag_depth
 from refinery.sandbox import ProcessSandbox, SandboxCrashed, SandboxTimeout
 from refinery.stage import Stage, StageConfig
+
+MAX_TIMEOUT_S = 3600.0
 
 
 class ExtractConfig(StageConfig):
@@ -17,13 +20,21 @@ class ExtractConfig(StageConfig):
     # "process" isolates the extractor in a child process so timeouts and crashes drop one
     # document; "inline" is faster to debug but has no time bound.
     isolation: Literal["process", "inline"] = "process"
-    timeout_s: float = Field(default=5.0, gt=0)
+    # per page; Connection.poll takes at most ~2,147,483 s (milliseconds in an int32) and a page
+    # that needs more than an hour is a hung extractor
+    timeout_s: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S)
     # favor_precision and include_tables are trafilatura's; include_comments is trafilatura's and
     # resiliparse's ("fast" always leaves comment sections out).
     favor_precision: bool = True
     include_tables: bool = True
     include_comments: bool = False
     min_chars: int = Field(default=1, ge=0)
+    # deeper pages are dropped (html_too_deep) before any parser sees them: parse time grows with
+    # the square of the depth (refinery/html_bounds.py)
+    max_tag_depth: int = Field(default=2000, ge=16, le=100_000)
+    # longer texts are dropped (text_too_long): every later stage's cost grows with the text, and
+    # a real article is far shorter (gopher_repetition takes ~0.5 s on 1 M characters)
+    max_text_chars: int = Field(default=1_000_000, ge=1, le=100_000_000)
 
 
 def extract_text(html: str, url: str, extractor: str, favor_precision: bool,
@@ -58,7 +69,8 @@ def extract_text(html: str, url: str, extractor: str, favor_precision: bool,
 
 class HtmlExtract(Stage):
     name: ClassVar[str] = "extract"
-    reasons: ClassVar[tuple[str, ...]] = ("extract_timeout", "extract_error", "extractor_crashed", "no_text")
+    reasons: ClassVar[tuple[str, ...]] = ("extract_timeout", "extract_error", "extractor_crashed", "no_text",
+                                          "html_too_deep", "text_too_long")
     Config = ExtractConfig
 
     def setup(self) -> None:
@@ -75,6 +87,8 @@ class HtmlExtract(Stage):
 
     def process_doc(self, doc: Document) -> Document | Drop:
         html = doc.html or ""
+        if tag_depth(html, self.config.max_tag_depth) > self.config.max_tag_depth:
+            return Drop(doc, "html_too_deep")
         try:
             if self._sandbox is not None:
                 text = self._sandbox.call(html, doc.url)
@@ -89,5 +103,7 @@ class HtmlExtract(Stage):
         text = text.strip()
         if len(text) < max(self.config.min_chars, 1):
             return Drop(doc, "no_text")
+        if len(text) > self.config.max_text_chars:
+            return Drop(doc, "text_too_long")
         doc.text, doc.html = text, None  # dropped documents keep their HTML for inspection
         return doc

@@ -35,11 +35,59 @@ class LanguageIdConfig(StageConfig):
         return value
 
 
+MODEL_CHECK_TIMEOUT_S = 120.0
+MODEL_CHECK_MEMORY_BYTES = 1 << 30  # plus 8 times the file's size: a python with fastText needs ~170 MB
+_MODEL_CHECK = """
+import os, resource, sys
+from pathlib import Path
+for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # thread stacks count too
+    os.environ[name] = "1"
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
+from refinery.stages.language_id import load_fasttext
+load_fasttext(Path(sys.argv[1])).predict("a short text", k=1)
+"""
+_models_checked: dict[tuple, str | None] = {}
+
+
+def model_problem(path: Path) -> str | None:
+    """None if the fastText model at ``path`` loads and predicts, else why not, in one line.
+
+    It is loaded in a child process under a time and memory limit: fastText reads a truncated
+    model by looping at the end of the file (it grows a string until memory runs out), and a file
+    that is not a model can make it allocate without bound."""
+    import subprocess
+    import sys
+
+    from refinery.sandbox import PACKAGE_ROOT
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _models_checked:
+        limit = MODEL_CHECK_MEMORY_BYTES + 8 * stat.st_size
+        try:
+            proc = subprocess.run([sys.executable, "-c", _MODEL_CHECK, str(path.resolve()), str(limit)],
+                                  cwd=PACKAGE_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  errors="replace", timeout=MODEL_CHECK_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired:
+            problem = f"loading it took over {MODEL_CHECK_TIMEOUT_S:g} s"
+        else:
+            lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+            problem = None if proc.returncode == 0 else (lines[-1][:200] if lines else f"exit {proc.returncode}")
+            if problem and ("MemoryError" in problem or "bad_alloc" in problem):
+                problem = "loading it ran out of memory (a truncated or corrupt file?)"
+        _models_checked[key] = problem
+    return _models_checked[key]
+
+
 def default_model_path() -> Path:
     """lid.176.ftz as shipped inside refinery (refinery/models/, CC BY-SA 3.0, see its NOTICE.md)."""
     from importlib.resources import files
 
     return Path(str(files("refinery") / "models" / "lid.176.ftz"))
+
+
+def model_file(config: LanguageIdConfig) -> Path:
+    return Path(config.model_path) if config.model_path else default_model_path()
 
 
 def load_fasttext(path: Path):
@@ -68,9 +116,18 @@ class LanguageId(Stage):
         self._seen: Counter = Counter()
         self._kept: Counter = Counter()
 
+    @classmethod
+    def preflight(cls, config: LanguageIdConfig) -> None:
+        """The model file must load: a file that is not a fastText model is a config error."""
+        path = model_file(config)
+        problem = model_problem(path)
+        if problem:
+            from refinery.config import ConfigError
+
+            raise ConfigError("model_path", f"{str(path)!r} is not a usable fastText model: {problem}")
+
     def setup(self) -> None:
-        path = Path(self.config.model_path) if self.config.model_path else default_model_path()
-        self._model = load_fasttext(path)
+        self._model = load_fasttext(model_file(self.config))
         self._keep_all = "*" in self.config.languages
         self._languages = frozenset(self.config.languages)
 

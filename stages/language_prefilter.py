@@ -18,21 +18,25 @@ from collections import Counter
 from typing import ClassVar
 
 from pydantic import Field
+from refinery.stages.language_id import LanguageId, LanguageIdConfig
 
 from refinery.document import Document, Drop
-from refinery.stages.language_id import LanguageId, LanguageIdConfig
+from refinery.html_bounds import tag_depth
 
 
 class LanguagePrefilterConfig(LanguageIdConfig):
     threshold: float = Field(default=0.9, ge=0.0, le=1.0)  # confidence needed to skip a page
     min_chars: int = Field(default=200, ge=0)  # shorter cheap texts are too short to judge
+    # deeper pages are dropped (html_too_deep) before resiliparse sees them: its text extraction
+    # costs time quadratic in the depth (refinery/html_bounds.py)
+    max_tag_depth: int = Field(default=2000, ge=16, le=100_000)
 
 
 class LanguagePrefilter(LanguageId):
     """`language_id`'s model and prediction, on a cheap text of the HTML, with a stricter rule."""
 
     name: ClassVar[str] = "language_prefilter"
-    reasons: ClassVar[tuple[str, ...]] = ("other_language",)
+    reasons: ClassVar[tuple[str, ...]] = ("other_language", "html_too_deep")
     Config = LanguagePrefilterConfig
 
     def __init__(self, config=None):
@@ -49,9 +53,14 @@ class LanguagePrefilter(LanguageId):
     def process_batch(self, docs: list[Document]) -> list[Document | Drop]:
         if self._keep_all:
             return list(docs)
-        texts = [" ".join(self._text(doc.html or "").split()) for doc in docs]
+        limit = self.config.max_tag_depth
+        deep = {n for n, doc in enumerate(docs) if tag_depth(doc.html or "", limit) > limit}
+        texts = ["" if n in deep else " ".join(self._text(doc.html or "").split()) for n, doc in enumerate(docs)]
         out: list[Document | Drop] = []
-        for doc, text, (language, score) in zip(docs, texts, self.predict(texts)):
+        for n, (doc, text, (language, score)) in enumerate(zip(docs, texts, self.predict(texts))):
+            if n in deep:
+                out.append(Drop(doc, "html_too_deep"))
+                continue
             if (language not in self._languages and score >= self.config.threshold
                     and len(text) >= self.config.min_chars):
                 self._skipped[language] += 1

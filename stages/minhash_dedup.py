@@ -9,10 +9,16 @@ connected component. FineWeb's 14 bands x 8 rows is `bands: 14, rows: 8`.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from refinery.document import Document
 from refinery.stage import BandKeyStage, StageConfig
+
+# bands * rows permutations: the MinHasher keeps two tables of that many, and every batch of documents
+# needs batch_size x bands x rows x 8 bytes (signatures and band keys). RefinedWeb's 450 x 20 = 9,000
+# permutations at batch_size 256 need 18 MB.
+MAX_PERMUTATIONS = 100_000
+MAX_BATCH_BYTES = 2 << 30  # 2 GiB per batch, per worker
 
 
 class MinhashDedup(BandKeyStage):
@@ -30,6 +36,24 @@ class MinhashDedup(BandKeyStage):
         verify_threshold: float = Field(default=0.5, ge=0, le=1)
         # True Jaccard of each duplicate to its cluster's kept document, for clusters.parquet.
         jaccard_to_kept: bool = True
+
+        @field_validator("bands", "rows")
+        @classmethod
+        def _permutations(cls, value: int, info: ValidationInfo) -> int:
+            permutations = value * info.data.get("bands", 1) if info.field_name == "rows" else value
+            if permutations > MAX_PERMUTATIONS:
+                raise ValueError(f"bands x rows = {permutations:,} permutations; at most {MAX_PERMUTATIONS:,} "
+                                 "(RefinedWeb: 450 x 20 = 9,000)")
+            return value
+
+        @field_validator("batch_size")
+        @classmethod
+        def _batch_fits(cls, value: int, info: ValidationInfo) -> int:
+            batch_bytes = value * info.data.get("bands", 1) * info.data.get("rows", 1) * 8
+            if batch_bytes > MAX_BATCH_BYTES:
+                raise ValueError(f"batch_size x bands x rows x 8 = {batch_bytes:,} bytes per batch; at most "
+                                 f"{MAX_BATCH_BYTES:,} (2 GiB): lower batch_size")
+            return value
 
     def __init__(self, config: StageConfig | None = None):
         super().__init__(config)

@@ -4,13 +4,18 @@ fastwarc is about 2x faster than warcio on the shared shards and, in quirks mode
 WARC/0.18 with bare-LF headers. It cannot read ARC, so ARC files go through warcio's arc2warc.
 Neither library raises on a truncated gzip member or a clipped record, so truncation is detected
 by comparing the payload read with the declared length.
+
+Every per-record cost is bounded by `max_record_bytes`: a record that declares more is not read, a
+body whose Content-Encoding or chunking decodes to more is dropped as `decoded_too_large`, and a
+record whose declared length runs past the end of the file (fastwarc then skips to the end) is
+followed by a search for the records it hid. An exception from the stream itself (an I/O error,
+a timeout) ends the shard as one `read_error`; a parse failure as one `unreadable_archive`.
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
-import itertools
 import re
 import zlib
 from typing import ClassVar, Iterator
@@ -27,10 +32,36 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\ufffd]")
 BINARY_FRACTION = 0.05  # share of control/replacement characters that marks a payload as binary
 
 
-def decode_html(payload: bytes, declared: str | None) -> tuple[str, str]:
-    """Decodes a payload: valid UTF-8 first, then the declared charset, then detection."""
+# Codecs that are "text encodings" to Python yet turn escape sequences in the bytes into any code
+# point (lone surrogates included), or that are not charsets at all.
+_NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape", "punycode", "idna", "utf-7"})
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def charset_codec(name: str | None) -> str | None:
+    """Python's codec for a declared charset, or None when it is unknown or no real text encoding
+    (base64, zlib, rot_13, unicode_escape, punycode, ... are refused)."""
+    if not name:
+        return None
     try:
-        return payload.decode("utf-8"), "utf-8"
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
+
+
+def sanitise(text: str) -> str:
+    """Replaces code points no UTF-8 writer accepts (lone surrogates) with U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
+
+
+def decode_html(payload: bytes, declared: str | None) -> tuple[str, str]:
+    """Decodes a payload: valid UTF-8 first, then the declared charset, then detection. The text
+    is sanitised here, once: it never holds a lone surrogate, whatever the bytes or charset."""
+    try:
+        return payload.decode("utf-8"), "utf-8"  # strict UTF-8 never yields a surrogate
     except UnicodeDecodeError:
         pass
     candidates = [declared] if declared else []
@@ -38,15 +69,17 @@ def decode_html(payload: bytes, declared: str | None) -> tuple[str, str]:
     if match:
         candidates.append(match.group(1).decode("ascii", "ignore"))
     for name in candidates:
+        codec = charset_codec(name)
+        if codec is None:
+            continue
         try:
-            codec = codecs.lookup(name).name
-            return payload.decode(codec), codec
-        except (LookupError, UnicodeDecodeError, ValueError):
+            return sanitise(payload.decode(codec)), codec
+        except (UnicodeError, ValueError, TypeError):
             continue
     from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
     encoding = detect_encoding(payload)
-    return bytes_to_str(payload, encoding, errors="replace"), encoding
+    return sanitise(bytes_to_str(payload, encoding, errors="replace")), encoding
 
 
 def looks_binary(text: str) -> bool:
@@ -66,26 +99,91 @@ def _file_drop(shard_name: str, reason: str) -> Drop:
     return Drop(Document(id=f"{shard_name}:{reason}", url=""), reason)
 
 
-def _clipped_tail(path: str, last_pos: int) -> bool:
-    """Whether a gzipped file goes on, after its last whole record's member, with bytes that made
-    no record: a file cut inside a gzip header or a WARC header, which fastwarc skips silently."""
-    with open_input(path) as stream:
-        if stream.read(2) != b"\x1f\x8b":
-            return False
-        stream.seek(last_pos)
-        inflater = zlib.decompressobj(wbits=31)
+class _GuardedStream:
+    """Passes reads through and remembers an exception the stream itself raised (an I/O error, a
+    timeout), so that it is told apart from a parse failure of the bytes read."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        return self._guard(self._stream.read, size)
+
+    def tell(self) -> int:
+        return self._guard(self._stream.tell)
+
+    def _guard(self, method, *args):
         try:
-            while not inflater.eof:
-                chunk = stream.read(1 << 16)
-                if not chunk:  # the last record's own member is cut: that record was counted already
-                    return False
-                inflater.decompress(chunk, 1 << 20)
-                while inflater.unconsumed_tail and not inflater.eof:
-                    inflater.decompress(inflater.unconsumed_tail, 1 << 20)
-        except zlib.error:
-            return False
-        rest = inflater.unused_data + stream.read(1 << 16)
-    return bool(rest.strip(b"\0"))
+            return method(*args)
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+
+def _fatal(exc: BaseException) -> bool:
+    """Exceptions that stop the process or the generator, never counted as a drop. Everything else
+    is (fastwarc's Rust panics derive from BaseException, not Exception)."""
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length:[ \t]*(\d{1,20})", re.IGNORECASE)
+_WARC_LINE = re.compile(rb"\nWARC/\d")
+_SCAN_STEP = 1 << 20
+
+
+def _hidden_records(path: str, last_pos: int, gzipped: bool, config: InputConfig | None = None) -> int | None:
+    """Where bytes that made no record begin, after the last record fastwarc returned (at
+    `last_pos`); None when there are none. Such bytes follow a file cut inside a gzip or WARC
+    header, or a record whose declared length ran past the end of the file and so hid the records
+    after it (fastwarc skips the declared length)."""
+    with open_input(path, config) as stream:
+        if gzipped:
+            return _after_member(stream, last_pos)
+        size = stream.seek(0, 2)
+        stream.seek(last_pos)
+        head = stream.read(1 << 16)
+        end, length = _HEADER_END.search(head), _CONTENT_LENGTH.search(head)
+        if end is None or length is None or last_pos + end.end() + int(length.group(1)) <= size:
+            return None  # the last record ends inside the file: nothing hidden
+        return _next_warc_line(stream, last_pos + end.end())
+
+
+def _after_member(stream, pos: int) -> int | None:
+    """The offset after the gzip member at `pos`, when non-padding bytes follow it."""
+    stream.seek(pos)
+    inflater = zlib.decompressobj(wbits=31)
+    read = 0
+    try:
+        while not inflater.eof:
+            chunk = stream.read(1 << 16)
+            if not chunk:  # the last record's own member is cut: that record was counted already
+                return None
+            read += len(chunk)
+            inflater.decompress(chunk, 1 << 20)
+            while inflater.unconsumed_tail and not inflater.eof:
+                inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+    except zlib.error:
+        return None
+    rest = inflater.unused_data + stream.read(1 << 16)
+    return pos + read - len(inflater.unused_data) if rest.strip(b"\0") else None
+
+
+def _next_warc_line(stream, pos: int) -> int | None:
+    """The offset of the first line from `pos` on that starts a WARC header, read in steps."""
+    stream.seek(pos)
+    carry = b"\n"  # `pos` itself starts a line
+    while True:
+        chunk = stream.read(_SCAN_STEP)
+        if not chunk:
+            return None
+        window = carry + chunk
+        match = _WARC_LINE.search(window)
+        if match:
+            return pos - len(carry) + match.start() + 1
+        carry = window[-8:]
+        pos += len(chunk)
 
 
 def _plain_head(head: bytes) -> bytes:
@@ -113,7 +211,7 @@ class WarcReader(SourceStage):
     reasons: ClassVar[tuple[str, ...]] = (
         "warcinfo", "request", "metadata", "revisit", "resource", "conversion", "other_record_type",
         "http_status", "non_html", "truncated", "too_large", "empty_payload", "binary_payload",
-        "unreadable_archive", "empty_file",
+        "unreadable_archive", "empty_file", "decoded_too_large", "read_error",
     )
 
     def __init__(self, config: InputConfig | None = None, source: str = "web", limit: int | None = None):
@@ -124,8 +222,14 @@ class WarcReader(SourceStage):
 
     def read(self, path: str) -> Iterator[Document | Drop]:
         shard_name = path.rstrip("/").rsplit("/", 1)[-1]
-        with open_input(path) as stream:
-            head = stream.read(4096)
+        try:
+            with open_input(path, self.config) as stream:
+                head = stream.read(4096)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            yield _file_drop(shard_name, "read_error")
+            return
         if not head:
             yield _file_drop(shard_name, "empty_file")
             return
@@ -134,35 +238,68 @@ class WarcReader(SourceStage):
             yield _file_drop(shard_name, "unreadable_archive")
             return
         arc = self.config.format == "arc" or (self.config.format == "auto" and kind == "arc")
-        records = self._read_arc(path, shard_name) if arc else self._read_warc(path, shard_name)
+        if arc:
+            records = self._read_arc(path, shard_name)
+        else:
+            records = self._read_warc(path, shard_name, gzipped=head[:2] == b"\x1f\x8b")
         for count, item in enumerate(records, start=1):
             yield item
             if self.limit is not None and count >= self.limit:
                 return
 
-    def _read_warc(self, path: str, shard_name: str) -> Iterator[Document | Drop]:
+    def _read_warc(self, path: str, shard_name: str, gzipped: bool) -> Iterator[Document | Drop]:
+        """Reads the file, then, while bytes after its last record made no record, reads on from
+        there: what they hold is read or counted as one `truncated`, never lost silently."""
+        start = 0
+        while True:
+            count, last_pos, ended = yield from self._read_warc_from(path, shard_name, start)
+            if ended:
+                return
+            if start and not count:
+                yield _file_drop(shard_name, "truncated")
+                return
+            if last_pos is None:
+                return
+            try:
+                start = _hidden_records(path, last_pos, gzipped, self.config)
+            except BaseException as exc:
+                if _fatal(exc):
+                    raise
+                yield _file_drop(shard_name, "read_error")
+                return
+            if start is None:
+                return
+
+    def _read_warc_from(self, path: str, shard_name: str, start: int):
+        """Records from offset `start` on; returns (records read, offset of the last, whether an
+        exception ended the shard, counted as one drop)."""
         from fastwarc.warc import ArchiveIterator
 
-        with open_input(path) as stream:
-            # auto_decode stays off: many archives keep "chunked"/"gzip" headers on bodies stored decoded.
-            iterator = ArchiveIterator(stream, parse_http=True, quirks_mode=True, auto_decode="none")
-            last_pos = None
-            while True:
-                try:
-                    record = next(iterator)
-                except StopIteration:
-                    break
-                except Exception:  # noqa: BLE001 - a corrupt archive ends its shard, counted once
-                    yield _file_drop(shard_name, "unreadable_archive")
-                    return
-                last_pos = record.stream_pos
-                yield self._from_fastwarc(record, shard_name)
-        if last_pos is not None and _clipped_tail(path, last_pos):
-            yield _file_drop(shard_name, "truncated")
+        count, last_pos, stream = 0, None, None
+        try:
+            with open_input(path, self.config) as raw:
+                stream = _GuardedStream(raw)
+                if start:
+                    raw.seek(start)
+                # auto_decode stays off: many archives keep "chunked"/"gzip" headers on bodies stored decoded.
+                iterator = ArchiveIterator(stream, parse_http=True, quirks_mode=True, auto_decode="none")
+                for record in iterator:
+                    count, last_pos = count + 1, record.stream_pos
+                    yield self._from_fastwarc(record, shard_name, stream)
+                    if stream.error is not None:  # that record was the read_error; the stream is broken
+                        return count, last_pos, True
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            if stream is None or stream.error is not None:
+                reason = "read_error"
+            else:  # a corrupt archive ends its shard, counted once; bytes after a clipped tail are truncated
+                reason = "truncated" if start and not count else "unreadable_archive"
+            yield _file_drop(shard_name, reason)
+            return count, last_pos, True
+        return count, last_pos, False
 
-
-
-    def _from_fastwarc(self, record, shard_name: str) -> Document | Drop:
+    def _from_fastwarc(self, record, shard_name: str, stream: _GuardedStream) -> Document | Drop:
         kind = str(record.record_type).rsplit(".", 1)[-1]
         headers = record.headers
         doc = Document(
@@ -184,14 +321,23 @@ class WarcReader(SourceStage):
         if record.content_length > self.config.max_record_bytes:
             return Drop(doc, "too_large")
         try:
-            payload = record.reader.read()
-        except Exception:  # noqa: BLE001 - a damaged record body
-            return Drop(doc, "truncated")
+            payload = record.reader.read(self.config.max_record_bytes + 1)
+        except BaseException as exc:  # a damaged record body, or the stream failing under it
+            if _fatal(exc):
+                raise
+            return Drop(doc, "read_error" if stream.error is not None else "truncated")
         if len(payload) < record.content_length:
             return Drop(doc, "truncated")
         http = record.http_headers
-        payload = decode_body(payload, http.get("Transfer-Encoding"), http.get("Content-Encoding"))
-        return self._finish(doc, payload, content_type, record.http_charset)
+        return self._decoded(doc, payload, http.get("Transfer-Encoding"), http.get("Content-Encoding"),
+                             content_type, record.http_charset)
+
+    def _decoded(self, doc: Document, payload: bytes, transfer_encoding: str | None, content_encoding: str | None,
+                 content_type: str | None, charset: str | None) -> Document | Drop:
+        payload = decode_body(payload, transfer_encoding, content_encoding, self.config.max_record_bytes)
+        if payload is None:
+            return Drop(doc, "decoded_too_large")
+        return self._finish(doc, payload, content_type, charset)
 
     def _finish(self, doc: Document, payload: bytes, content_type: str | None, charset: str | None) -> Document | Drop:
         if not payload.strip():
@@ -211,19 +357,21 @@ class WarcReader(SourceStage):
     def _read_arc(self, path: str, shard_name: str) -> Iterator[Document | Drop]:
         from warcio.archiveiterator import ArchiveIterator
 
-        with open_input(path) as stream:
-            iterator = ArchiveIterator(stream, arc2warc=True)
-            for index in itertools.count():
-                try:
-                    record = next(iterator)
-                except StopIteration:
-                    return
-                except Exception:  # noqa: BLE001
-                    yield _file_drop(shard_name, "unreadable_archive")
-                    return
-                yield self._from_warcio(record, shard_name, index)
+        stream = None
+        try:
+            with open_input(path, self.config) as raw:
+                stream = _GuardedStream(raw)
+                for index, record in enumerate(ArchiveIterator(stream, arc2warc=True)):
+                    yield self._from_warcio(record, shard_name, index, stream)
+                    if stream.error is not None:
+                        return
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            yield _file_drop(shard_name, "read_error" if stream is None or stream.error is not None
+                             else "unreadable_archive")
 
-    def _from_warcio(self, record, shard_name: str, index: int) -> Document | Drop:
+    def _from_warcio(self, record, shard_name: str, index: int, stream: _GuardedStream) -> Document | Drop:
         headers = record.rec_headers
         doc = Document(
             id=_record_id(None, shard_name, index),
@@ -244,52 +392,101 @@ class WarcReader(SourceStage):
             except ValueError:
                 return Drop(doc, "http_status")
             content_type, charset = _split_content_type(http.get_header("Content-Type"))
-        length = int(headers.get_header("Content-Length") or 0)
+        try:
+            length = int(headers.get_header("Content-Length") or 0)
+        except ValueError:
+            return Drop(doc, "truncated")
         if length > self.config.max_record_bytes:
             return Drop(doc, "too_large")
+        limit = self.config.max_record_bytes
         try:
-            payload = record.content_stream().read()
-        except Exception:  # noqa: BLE001
-            return Drop(doc, "truncated")
+            # warcio undoes chunking and Content-Encoding itself; a bounded read bounds what it decodes
+            payload = record.content_stream().read(limit + 1)
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
+            return Drop(doc, "read_error" if stream.error is not None else "truncated")
+        if len(payload) > limit:
+            return Drop(doc, "decoded_too_large")
         if record.raw_stream.limit:
             return Drop(doc, "truncated")
         return self._finish(doc, payload, content_type, charset)
 
 
-def decode_body(payload: bytes, transfer_encoding: str | None, content_encoding: str | None) -> bytes:
-    """Undoes chunking and gzip only where the body really is encoded; archives often store
-    decoded bodies under the original headers."""
+_INFLATE_STEP = 1 << 20
+_HEX_SIZE = re.compile(rb"0*[0-9A-Fa-f]{1,16}")
+
+
+def decode_body(payload: bytes, transfer_encoding: str | None, content_encoding: str | None,
+                limit: int | None = None) -> bytes | None:
+    """Undoes chunking and gzip/deflate only where the body really is encoded; archives often store
+    decoded bodies under the original headers. None when the decoded body would pass `limit` bytes:
+    decoding stops there, so a compression bomb costs at most `limit` bytes of memory."""
     if transfer_encoding and "chunked" in transfer_encoding.lower():
-        payload = dechunk(payload)
-    if content_encoding and payload[:2] == b"\x1f\x8b":
-        try:
-            payload = zlib.decompressobj(wbits=47).decompress(payload)
-        except zlib.error:
-            pass
+        payload = dechunk(payload, limit)
+        if payload is None:
+            return None
+    if content_encoding and _compressed(payload, content_encoding):
+        return _inflate(payload, limit)
+    if limit is not None and len(payload) > limit:
+        return None
     return payload
 
 
-def dechunk(payload: bytes) -> bytes:
-    """HTTP/1.1 chunked body to plain bytes; returns the input unchanged if it is not chunked.
+def _compressed(payload: bytes, content_encoding: str) -> bool:
+    """A gzip member, or a zlib stream under a `deflate` header (its 2-byte header checks out)."""
+    if payload[:2] == b"\x1f\x8b":
+        return True
+    return ("deflate" in content_encoding.lower() and len(payload) > 1 and payload[0] & 0x0F == 8
+            and (payload[0] << 8 | payload[1]) % 31 == 0)
+
+
+def _inflate(payload: bytes, limit: int | None) -> bytes | None:
+    """The first gzip member or zlib stream of `payload`, decoded in steps; a truncated stream gives
+    what it holds, a corrupt one the payload unchanged, one longer than `limit` None."""
+    inflater = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
+    out = bytearray()
+    try:
+        piece = inflater.decompress(payload, _INFLATE_STEP)
+        while True:
+            out += piece
+            if limit is not None and len(out) > limit:
+                return None
+            if inflater.eof or not (piece or inflater.unconsumed_tail):
+                return bytes(out)
+            piece = inflater.decompress(inflater.unconsumed_tail, _INFLATE_STEP)
+    except zlib.error:
+        return payload
+
+
+def dechunk(payload: bytes, limit: int | None = None) -> bytes | None:
+    """HTTP/1.1 chunked body to plain bytes; returns the input unchanged if it is not chunked, and
+    None when the dechunked body would pass `limit` bytes.
 
     A body whose chunks run to its end without the closing zero-size chunk is still chunked."""
-    out, pos = [], 0
+    out, pos = bytearray(), 0
     while pos < len(payload):
         end = payload.find(b"\r\n", pos)
         if end < 0:
-            return payload
-        try:
-            size = int(payload[pos:end].split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            return payload
+            return _within(payload, limit)
+        size_field = payload[pos:end].split(b";", 1)[0].strip()
+        if not _HEX_SIZE.fullmatch(size_field):
+            return _within(payload, limit)
+        size = int(size_field, 16)
         if size == 0:
-            return b"".join(out)
+            return bytes(out)
         start = end + 2
         if start + size > len(payload):
-            return payload
-        out.append(payload[start:start + size])
+            return _within(payload, limit)
+        if limit is not None and len(out) + size > limit:
+            return None
+        out += payload[start:start + size]
         pos = start + size + 2
-    return b"".join(out) if out else payload
+    return bytes(out) if out else _within(payload, limit)
+
+
+def _within(payload: bytes, limit: int | None) -> bytes | None:
+    return payload if limit is None or len(payload) <= limit else None
 
 
 def _split_content_type(value: str | None) -> tuple[str | None, str | None]:

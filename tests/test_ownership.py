@@ -34,6 +34,7 @@ def test_a_folder_that_is_not_a_refinery_output_is_refused_and_left_alone(tmp_pa
     planted = plant(out)
     result = run(out)
     assert result.returncode == 2
+    assert all(path.read_text() == text for path, text in planted.items())
     assert len(result.stderr_lines) == 1 and "not a refinery output" in result.stderr and "--force" in result.stderr
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(USER_FILES)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import random
 import re
 import zlib
@@ -13,7 +14,9 @@ import pytest
 from refinery.config import InputConfig
 from refinery.document import Document, Drop
 from refinery.sample import write_sample_shard
-from refinery.stages.warc_reader import WarcReader, dechunk, decode_body, decode_html, looks_binary
+from refinery.stages.warc_reader import (WarcReader, charset_codec, dechunk, decode_body, decode_html,
+                                         looks_binary, sanitise)
+import hostile
 from support import http_response, outcome_counts, read_all, shared_path, write_warc
 
 # Measured on the files as shipped; "DOC" counts the HTML documents the reader yields, every
@@ -539,3 +542,210 @@ def test_decode_body():
     assert decode_body(_chunked(gzip.compress(page), 7), "Chunked", "gzip") == page
     assert decode_body(page, None, "gzip") == page  # stored decoded
     assert decode_body(b"\x1f\x8bnot really gzip", None, "gzip") == b"\x1f\x8bnot really gzip"
+
+
+# --- hostile inputs (tests/hostile.py): every promise kept, every record counted ------------
+
+@pytest.fixture(scope="module")
+def hostile_files(tmp_path_factory) -> dict[str, Path]:
+    return hostile.write_all(tmp_path_factory.mktemp("hostile"))
+
+
+def reasons_of(items) -> list[str]:
+    return [getattr(item, "reason", "DOC") for item in items]
+
+
+def no_surrogates(text: str) -> bool:
+    return not re.search("[\ud800-\udfff]", text)
+
+
+def test_hostile_write_all_writes_every_class(hostile_files):
+    assert set(hostile_files) == set(hostile.WRITERS)
+    assert all(path.exists() for path in hostile_files.values())
+    assert all(path.stat().st_size < 100_000 for path in hostile_files.values())  # small on disk
+
+
+def test_unicode_escape_and_utf7_pages_give_no_surrogates(hostile_files):
+    items = read_all(hostile_files["surrogate"])
+    check_items(items)
+    assert reasons_of(items) == ["DOC"] * 4
+    for doc in items:
+        assert no_surrogates(doc.html)
+        doc.html.encode("utf-8")  # what the Parquet writer and fastText need
+        assert doc.charset not in ("unicode-escape", "raw-unicode-escape", "utf-7")
+    assert "caf" in items[0].html and "\\ud800" in items[0].html  # the escape stays text
+
+
+@pytest.mark.parametrize("name", ["gzip_bomb", "deflate_bomb", "chunked_bomb"])
+def test_compression_bomb_is_decoded_too_large_in_bounded_memory(hostile_files, name):
+    import tracemalloc
+
+    reader = WarcReader(InputConfig(max_record_bytes=10_000_000))
+    tracemalloc.start()
+    try:
+        items = read_all(hostile_files[name], reader)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    check_items(items)
+    assert reasons_of(items) == ["decoded_too_large", "DOC"]  # the page after the bomb survives
+    assert peak < 64_000_000, peak  # decoding stops at max_record_bytes; the bomb holds 64 MiB
+    # with the bound above the bomb's size, the same body decodes (so the bound is what stopped it)
+    assert reasons_of(read_all(hostile_files[name], WarcReader(InputConfig(max_record_bytes=80_000_000)))) \
+        == ["DOC", "DOC"]
+
+
+@pytest.mark.parametrize("name", ["lying_length", "lying_length_gz"])
+def test_content_length_of_10_12_drops_that_record_and_reads_the_next(hostile_files, name):
+    items = read_all(hostile_files[name])
+    check_items(items)
+    assert reasons_of(items) == ["DOC", "too_large", "DOC"]
+    assert [d.url for d in docs_of(items)] == ["http://lying.test/0", "http://lying.test/2"]
+
+
+def test_binary_codec_charsets_are_refused_and_the_page_is_detected(hostile_files):
+    items = read_all(hostile_files["binary_charset"])
+    check_items(items)
+    assert reasons_of(items) == ["DOC"] * len(hostile.BINARY_CHARSETS)
+    for doc in items:
+        assert "Grüße aus Köln, schöne Äpfel" in doc.html
+        assert charset_codec(doc.charset) is not None
+
+
+def test_deeply_nested_page_is_read(hostile_files):
+    doc, = read_all(hostile_files["nested"])
+    assert isinstance(doc, Document)
+    assert doc.html.count("<div>") == hostile.NESTING
+
+
+@pytest.mark.parametrize("name,expected", [("random", ["unreadable_archive"]), ("empty", ["empty_file"]),
+                                           ("truncated_gzip", ["DOC"] * hostile.TRUNCATED_GOOD + ["truncated"])])
+def test_broken_files_are_counted(hostile_files, name, expected):
+    items = read_all(hostile_files[name])
+    check_items(items)
+    assert reasons_of(items) == expected
+
+
+def test_every_hostile_file_is_read_without_raising(hostile_files):
+    for path in hostile_files.values():
+        items = read_all(path)
+        check_items(items)
+        assert all(no_surrogates(d.html) for d in docs_of(items))
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_lying_length_inside_the_file_still_counts_the_last_record(tmp_path, compress):
+    """A length that overruns the file by less than its own header: what follows is still read."""
+    first, second = _raw_response("1", "http://x.test/1", _page("first")), _raw_response("2", "http://x.test/2",
+                                                                                          _page("second"))
+    liar = _raw_response("9", "http://x.test/9", _page("liar"), content_length=len(second) + 400)
+    records = [first, liar, second]
+    data = b"".join(gzip.compress(r) for r in records) if compress else b"".join(records)
+    path = tmp_path / ("liar.warc.gz" if compress else "liar.warc")
+    path.write_bytes(data)
+    items = read_all(path)
+    check_items(items)
+    assert reasons_of(items) == ["DOC", "truncated", "DOC"]
+
+
+class FlakyStream(io.RawIOBase):
+    """A seekable file that raises `error` once a read reaches byte `fail_at` (a dropped connection)."""
+
+    def __init__(self, data: bytes, fail_at: int, error: BaseException):
+        self._data, self._pos, self._fail_at, self._error = data, 0, fail_at, error
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = [offset, self._pos + offset, len(self._data) + offset][whence]
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size is None or size < 0 else self._pos + min(size, 4096)
+        if end > self._fail_at and self._pos < len(self._data):
+            raise self._error
+        chunk = self._data[self._pos:end]
+        self._pos += len(chunk)
+        return chunk
+
+
+def _flaky_open(monkeypatch, data: bytes, fail_at: int, error: BaseException) -> None:
+    import contextlib
+
+    from refinery.stages import warc_reader
+
+    @contextlib.contextmanager
+    def open_input(path):
+        yield FlakyStream(data, fail_at, error)
+
+    monkeypatch.setattr(warc_reader, "open_input", open_input)
+
+
+def _aiohttp_error() -> BaseException:
+    import aiohttp
+
+    return aiohttp.ClientPayloadError("Response payload is not completed")
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), TimeoutError("read timed out"),
+                                   _aiohttp_error()], ids=["oserror", "timeout", "aiohttp"])
+@pytest.mark.parametrize("fraction", [0.0, 0.4, 0.9])
+def test_stream_that_raises_mid_read_is_one_read_error(sample_shard, monkeypatch, error, fraction):
+    data = sample_shard.read_bytes()
+    full = read_all(sample_shard)
+    _flaky_open(monkeypatch, data, int(len(data) * fraction), error)
+    items = read_all(sample_shard)
+    check_items(items)
+    assert items[-1].reason == "read_error"
+    assert reasons_of(items).count("read_error") == 1
+    assert reasons_of(items[:-1]) == reasons_of(full[:len(items) - 1])  # what came before is read as usual
+    assert len(items) <= len(full)
+
+
+def test_plain_warc_stream_that_raises_is_a_read_error(tmp_path, monkeypatch):
+    path = write_warc(tmp_path / "plain.warc", [http_response(f"http://x.test/{n}", _page(str(n)) * 50)
+                                                for n in range(5)], gzip=False)
+    data = path.read_bytes()
+    _flaky_open(monkeypatch, data, len(data) // 2, TimeoutError("read timed out"))
+    items = read_all(path)
+    check_items(items)
+    assert items[-1].reason == "read_error" and 1 <= len(items) <= 5
+
+
+def test_decode_html_sanitises_and_refuses_escape_codecs():
+    for name in ("unicode_escape", "raw_unicode_escape", "utf-7", "punycode", "idna", "base64", "rot_13"):
+        assert charset_codec(name) is None, name
+    assert charset_codec("latin-1") == "iso8859-1" and charset_codec("Shift_JIS") == "shift_jis"
+    assert charset_codec("no-such-charset") is None and charset_codec("") is None
+    text, used = decode_html(b"\xff<p>\\ud800</p>", "unicode_escape")
+    assert no_surrogates(text) and used != "unicode-escape"
+    # a real text encoding that can still yield a lone surrogate (UTF-16 via surrogatepass-like input)
+    assert sanitise("a\ud800b\udfffc") == "a\ufffdb\ufffdc"
+    assert sanitise("plain") == "plain"
+
+
+def test_decode_body_stops_at_the_limit():
+    page = _page("body") * 100
+    assert decode_body(gzip.compress(page), None, "gzip", limit=len(page)) == page
+    assert decode_body(gzip.compress(page), None, "gzip", limit=len(page) - 1) is None
+    assert decode_body(zlib.compress(page), None, "deflate", limit=len(page)) == page
+    assert decode_body(zlib.compress(page), None, "deflate", limit=100) is None
+    assert decode_body(_chunked(page, 50), "chunked", None, limit=len(page)) == page
+    assert decode_body(_chunked(page, 50), "chunked", None, limit=len(page) - 1) is None
+    assert decode_body(page, None, None, limit=10) is None  # nothing to decode, still bounded
+    assert dechunk(_chunked(page, 50), limit=100) is None
+    # a zlib header under a gzip-only header, or text that merely starts like one, is left alone
+    assert decode_body(b"x^not zlib at all", None, "deflate") == b"x^not zlib at all"
+
+
+@pytest.mark.parametrize("raw", [b"-5\r\nabc\r\n0\r\n\r\n", b"0x4\r\nWiki\r\n0\r\n\r\n", b"+4\r\nWiki\r\n0\r\n\r\n",
+                                 b"4_0\r\nWiki\r\n0\r\n\r\n", b"fffffffffffffffffffff\r\nx\r\n"])
+def test_dechunk_refuses_malformed_sizes(raw):
+    assert dechunk(raw) == raw

@@ -34,10 +34,14 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
     from refinery.engine import Engine, run_task
     from refinery.io import InputShard, expand_inputs
     from refinery.mix.tokenize import tokenizer_task
+    from refinery.paths import inside
     from refinery.pipeline.run import execute
-    from refinery.train import train
+    from refinery.engine import finished
+    from refinery.train.task import training_task
 
     out = Path(out_dir)
+    for name in [*(v.name for v in spec.variants), *(e.name for e in spec.eval)]:  # checked when parsed too
+        inside(out / "variants", name), inside(out / "eval", name)
     started = time.perf_counter()
     run = spec.run.model_copy(update={"workers": workers}) if workers else spec.run
     pipelines = {}
@@ -45,7 +49,7 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
         config = variant_config(spec, variant)
         config = with_overrides(config, inputs=spec.input, output=str(out / "variants" / variant.name / "run"),
                                 workers=run.workers)
-        shards = expand_inputs(config.spec.input.paths)
+        shards = expand_inputs(config.spec.input.paths, config.spec.input)
         stages = " -> ".join([s.name for s in config.stages] + [s.name for s in config.dedup])
         log(f"variant {variant.name}: {stages}")
         began = time.perf_counter()
@@ -111,13 +115,12 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
         for seed in spec.seeds:
             train_cfg = train_spec(spec, out, variant.name, seed, tokenizer_path)
             folder = out / "variants" / variant.name / "train" / f"seed-{seed}"
-            done = folder / "train.json"
-            summary = json.loads(done.read_text()) if done.exists() else None
-            if summary is None or summary.get("spec") != train_cfg.model_dump() or not (folder / "model").exists():
+            task = training_task(train_cfg, str(folder), log)
+            if finished(task) is None:
                 log(f"train: {variant.name}, seed {seed}: {spec.train.tokens:,} tokens")
-                summary = train(train_cfg, str(folder), log=log)
             else:
                 log(f"train: {variant.name}, seed {seed}: done before, reused")
+            summary = run_task(task)
             curve = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
             runs[(variant.name, seed)] = {"summary": summary, "curve": [
                 {"tokens": r["tokens"], **{k: e["bits_per_byte"] for k, e in r["eval"].items()}}

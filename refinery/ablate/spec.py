@@ -9,18 +9,19 @@ from pydantic import Field, ValidationError, model_validator
 
 from refinery.config import ConfigError, RunConfig, _first_error, _Strict
 from refinery.mix.spec import exactly_one
+from refinery.paths import PathName
 from refinery.train import ModelSettings, TrainSettings
 
 
 class VariantSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: PathName  # OUTPUT/variants/NAME
     description: str = ""
     stages: list[str] | Literal["all"] = "all"  # the base config's stages to keep (its order stays)
     dedup: list[str] | Literal["all"] = "all"
 
 
 class ReferenceSet(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: PathName  # OUTPUT/eval/NAME
     variant: str | None = None  # the held-out documents of this variant
     paths: list[str] | None = None  # or the held-out part of curated files (JSONL(.gz), Parquet)
     text_field: str = "text"
@@ -39,7 +40,7 @@ class AblationTokenizer(_Strict):
 
 
 class AblationSpec(_Strict):
-    name: str = Field(min_length=1)
+    name: PathName  # runs/NAME
     base: str  # the pipeline config the variants are cut from
     input: list[str] | None = None  # default: the base config's inputs
     output: str | None = None
@@ -78,6 +79,18 @@ def parse_ablation(raw: dict, path: str = "") -> AblationSpec:
     for index, variant in enumerate(spec.variants):
         variant_config(spec, variant, key=f"variants[{index}]")  # names stages the base has
     return spec
+
+
+def preflight_ablation(spec: AblationSpec) -> None:
+    """`refinery.config.preflight` for every variant's pipeline (stages of the ``base`` config)."""
+    from refinery.config import preflight
+
+    for index, variant in enumerate(spec.variants):
+        config = variant_config(spec, variant, key=f"variants[{index}]")
+        try:
+            preflight(config)
+        except ConfigError as err:
+            raise ConfigError("base", f"{spec.base}: {err}") from None
 
 
 def variant_config(spec: AblationSpec, variant: VariantSpec, key: str = "variants"):

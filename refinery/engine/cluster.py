@@ -9,6 +9,36 @@ from typing import Callable
 from refinery.engine.task import Task, run_task
 
 IN_PROCESS = "in-process"
+SCHEDULER_TIMEOUT_S = 10  # how long `--scheduler ADDRESS` may take to answer
+
+
+def _connect(address: str):
+    """A client of the scheduler at ``address``; one that does not answer (nothing listening, or
+    not a Dask scheduler) within SCHEDULER_TIMEOUT_S is a ConfigError naming ``--scheduler``."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed import Client
+    from distributed.comm import connect
+
+    from refinery.config import ConfigError
+
+    async def handshake():
+        comm = await connect(address, timeout=SCHEDULER_TIMEOUT_S)
+        await comm.close()
+
+    async def probe():  # a bare handshake first: a failed Client lingers and stalls the exit
+        await asyncio.wait_for(handshake(), SCHEDULER_TIMEOUT_S)  # connect() alone waits on a silent peer
+
+    try:
+        with ThreadPoolExecutor(1) as pool:  # its own event loop, even where the caller runs one (Jupyter)
+            pool.submit(asyncio.run, probe()).result()
+        return Client(address, timeout=SCHEDULER_TIMEOUT_S)
+    except ValueError as err:
+        raise ConfigError("--scheduler", f"not a Dask scheduler address: {address!r} ({err})") from None
+    except (OSError, TimeoutError) as err:
+        raise ConfigError("--scheduler", f"no Dask scheduler answers at {address} within "
+                                         f"{SCHEDULER_TIMEOUT_S} s ({type(err).__name__})") from None
 
 
 class Engine:
@@ -50,7 +80,7 @@ class Engine:
         from distributed import Client, LocalCluster
 
         if self.scheduler:
-            self.client = Client(self.scheduler)
+            self.client = _connect(self.scheduler)
         else:
             self._cluster = LocalCluster(
                 n_workers=self.workers or os.cpu_count() or 1,

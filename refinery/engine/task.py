@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-MARKER_VERSION = 1
+MARKER_VERSION = 2
 
 
 @dataclass
@@ -46,23 +46,65 @@ class Task:
     result_type: type | None = None  # a Result subclass: how a stored result is read back
 
 
-def input_identity(path: str) -> list:
-    """What identifies one input's content: a rewritten file gets a new identity."""
+HASHED_UP_TO = 64 << 20  # inputs up to this size also record their sha256
+
+
+def input_identity(path: str) -> dict:
+    """What identifies one input's content: size and mtime (and, up to HASHED_UP_TO, the sha256,
+    so that a file written again with the same bytes still matches), per file of a folder, or the
+    ETag (else size and date) of a remote file."""
     from refinery.io import is_remote
 
     if is_remote(path):
         from refinery.io import remote_identity
 
-        return [path, *remote_identity(path)]
+        return {"remote": remote_identity(path)}
     local = Path(path.removeprefix("file://"))
     if local.is_dir():
-        return [path, sorted([str(p.relative_to(local)), p.stat().st_size, p.stat().st_mtime_ns]
-                             for p in local.rglob("*") if p.is_file())]
+        return {"files": {str(p.relative_to(local)): _file_identity(p) for p in sorted(local.rglob("*")) if p.is_file()}}
+    return _file_identity(local)
+
+
+def _file_identity(path: Path) -> dict:
     try:
-        stat = local.stat()
+        stat = path.stat()
     except OSError:
-        return [path, None]
-    return [path, stat.st_size, stat.st_mtime_ns]
+        return {"missing": True}
+    digest = _sha256(path) if stat.st_size <= HASHED_UP_TO else None
+    return {"size": stat.st_size, "mtime": stat.st_mtime_ns, "sha256": digest}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _same_input(stored: dict, path: str) -> bool:
+    """Whether ``path`` still is what ``stored`` recorded; hashes only a file whose mtime moved."""
+    local = Path(path.removeprefix("file://"))
+    if "files" in stored and local.is_dir():
+        now = {str(p.relative_to(local)): p for p in local.rglob("*") if p.is_file()}
+        return now.keys() == stored["files"].keys() and all(_same_file(stored["files"][k], p) for k, p in now.items())
+    if "size" in stored or "missing" in stored:
+        return _same_file(stored, local)
+    return stored == json.loads(json.dumps(input_identity(path)))
+
+
+def _same_file(stored: dict, path: Path) -> bool:
+    try:
+        stat = path.stat()
+    except OSError:
+        return stored.get("missing", False)
+    if stored.get("size") != stat.st_size:
+        return False
+    if stored.get("mtime") == stat.st_mtime_ns:
+        return True
+    return stored.get("sha256") is not None and stored["sha256"] == _sha256(path)
 
 
 def output_sizes(paths: tuple[str, ...]) -> dict[str, Any]:
@@ -78,7 +120,7 @@ def output_sizes(paths: tuple[str, ...]) -> dict[str, Any]:
 
 def _state(task: Task) -> dict:
     return {"version": MARKER_VERSION, "fingerprint": task.fingerprint,
-            "inputs": [input_identity(p) for p in task.inputs]}
+            "inputs": [[p, input_identity(p)] for p in task.inputs]}
 
 
 def finished(task: Task):
@@ -87,7 +129,11 @@ def finished(task: Task):
         return None
     try:
         stored = json.loads(Path(task.marker).read_text())
-        if {k: stored[k] for k in ("version", "fingerprint", "inputs")} != json.loads(json.dumps(_state(task))):
+        if (stored["version"], stored["fingerprint"]) != (MARKER_VERSION, task.fingerprint):
+            return None
+        if [p for p, _ in stored["inputs"]] != list(task.inputs):
+            return None
+        if not all(_same_input(identity, path) for path, identity in stored["inputs"]):
             return None
         if stored["outputs"] != json.loads(json.dumps(output_sizes(task.outputs))):
             return None

@@ -113,9 +113,12 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
     from refinery.config import dedup_only_config, load_config, with_overrides
     from refinery.engine import Engine
     from refinery.io import InputShard, expand_inputs
+    from refinery.paths import inside
     from refinery.pipeline.run import deduplicate, execute
 
     out = Path(out_dir)
+    for source in spec.sources:  # names are checked when parsed; this guards every join below
+        inside(out / "sources", source.name), inside(out / "heldout", source.name)
     run = spec.run.model_copy(update={"workers": workers}) if workers else spec.run
     started = time.perf_counter()
     pipelines, dedup_summaries = {}, {}
@@ -125,7 +128,7 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
             config = with_overrides(config, inputs=source.input, output=str(out / "sources" / source.name),
                                     workers=run.workers)
             log(f"source {source.name}: running {source.config}")
-            pipelines[source.name] = execute(config, expand_inputs(config.spec.input.paths),
+            pipelines[source.name] = execute(config, expand_inputs(config.spec.input.paths, config.spec.input),
                                              str(out / "sources" / source.name), engine=engine)
 
         converted: list[ConvertResult] = engine.run([convert_task(n, f, source, out)

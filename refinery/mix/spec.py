@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from refinery.config import ConfigError, RunConfig, _first_error, _Strict
+from refinery.paths import PathName
 
 
 def exactly_one(model, first: str, second: str, message: str):
@@ -18,7 +19,7 @@ def exactly_one(model, first: str, second: str, message: str):
 
 
 class SourceSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: PathName  # OUTPUT/sources/NAME, OUTPUT/heldout/NAME
     config: str | None = None  # a refinery pipeline config; its documents/ are this source
     input: list[str] | None = None  # inputs for that pipeline (default: the config's own)
     paths: list[str] | None = None  # curated files: *.jsonl, *.jsonl.gz, *.parquet, or folders of *.txt
@@ -54,7 +55,7 @@ class TokenizeSettings(_Strict):
 
 
 class MixSpec(_Strict):
-    name: str = Field(min_length=1)
+    name: PathName  # runs/NAME
     output: str | None = None
     sources: list[SourceSpec] = Field(min_length=1)
     mix: MixSettings
@@ -86,3 +87,18 @@ def parse_mix(raw: dict, path: str = "") -> MixSpec:
     if any(v <= 0 for v in spec.mix.shares.values()) or abs(sum(spec.mix.shares.values()) - 1) > 1e-6:
         raise ConfigError("mix.shares", f"must be positive and add up to 1 (they add up to {sum(spec.mix.shares.values()):g})")
     return spec
+
+
+def preflight_mix(spec: MixSpec) -> None:
+    """`refinery.config.preflight` for every source: its pipeline config, or its dedup stages."""
+    from refinery.config import dedup_only_config, load_config, preflight
+
+    for index, source in enumerate(spec.sources):
+        key = f"sources[{index}]"
+        if source.config:
+            try:
+                preflight(load_config(source.config))
+            except ConfigError as err:
+                raise ConfigError(f"{key}.config", f"{source.config}: {err}") from None
+        elif source.dedup:
+            preflight(dedup_only_config(source.name, source.dedup, spec.run, key=f"{key}.dedup"), prefix=key)

@@ -14,7 +14,7 @@ from refinery.io import temporary_suffix, write_json_atomic
 from refinery.train.card import plot_metrics, write_model_card
 from refinery.train.data import TokenWindows, eval_windows, window_bytes
 from refinery.train.loss import build_model, evaluate_sets, train_loss
-from refinery.train.spec import TrainSettings, TrainSpec
+from refinery.train.spec import TrainSettings, TrainSpec, load_checkpoint
 
 
 def learning_rate(step: int, total: int, cfg: TrainSettings) -> float:
@@ -81,7 +81,7 @@ def train(spec: TrainSpec, out_dir: str, log=print) -> dict:
     checkpoint = out / "checkpoint" / "state.pt"
     partial = checkpoint.with_name(checkpoint.name + temporary_suffix())
     if checkpoint.exists():  # resume: model, optimiser, data order and clock
-        state = torch.load(checkpoint, weights_only=False)
+        state = load_checkpoint(checkpoint)  # weights_only: a planted pickle never runs
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from refinery.config import ConfigError, _first_error, _Strict
+from refinery.paths import DerivedPathName, PathName
 
 
 class ModelSettings(_Strict):
@@ -38,18 +39,33 @@ class TrainSettings(_Strict):
 
 
 class EvalSet(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: PathName
     data: str  # a token folder never trained on, e.g. a mix's OUTPUT/heldout/NAME
 
 
 class TrainSpec(_Strict):
-    name: str = Field(min_length=1)
+    name: DerivedPathName  # runs/train/NAME; an ablation names its runs VARIANT-seedN
     data: str  # a token folder (refinery's OUTPUT/tokens)
     tokenizer: str  # a folder with tokenizer.json, or the file
     output: str | None = None
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
     eval: list[EvalSet] = []  # more held-out sets, besides `heldout` (the data's tail)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint (state dicts, step, clock, numpy generator state), read with
+    ``weights_only``: a file that would run code or build other objects when unpickled is refused."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = next((line for line in str(err).splitlines() if line.strip()), "")[:200]
+        raise ConfigError("output", f"refusing to resume from {str(path)!r}: not a checkpoint refinery wrote "
+                                    f"({first}); remove it, or train again with --force") from None
 
 
 def parse_train(raw: dict) -> TrainSpec:

@@ -15,10 +15,17 @@ def training_task(spec: TrainSpec, out_dir: str, log=print) -> Task:
     """`train` as a task: keyed by the spec, reading its token folders and tokenizer, writing the
     model, train.json and metrics.jsonl; the marker is ``OUT/_markers/train.done``."""
     fingerprint = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True).encode()).hexdigest()
-    inputs = (spec.data, *(eval_set.data for eval_set in spec.eval), spec.tokenizer)
+    inputs = (*_token_files(spec.data), *(p for e in spec.eval for p in _token_files(e.data)), spec.tokenizer)
     outputs = tuple(os.path.join(out_dir, name) for name in ("model", "train.json", "metrics.jsonl"))
     return Task(key=f"train:{spec.name}", func=train, args=(spec, out_dir, log), fingerprint=fingerprint,
                 inputs=inputs, outputs=outputs, marker=os.path.join(out_dir, "_markers", "train.done"))
+
+
+def _token_files(folder: str) -> list[str]:
+    """The token shards a data folder holds (not its manifest or card, which are rewritten freely)."""
+    if not os.path.isdir(folder):
+        return [folder]
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith((".bin", ".idx")))
 
 
 def run_training(spec: TrainSpec, out_dir: str, log=print) -> dict:
