@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a pipeline: one Dask task per input shard, then the global phases.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("config", help="pipeline YAML, e.g. configs/english.yaml")
-    run.add_argument("--input", action="append", metavar="GLOB_OR_URL",
-                     help="replaces the config's inputs; repeat for several (local globs, s3://, https://)")
+    run.add_argument("--input", action="extend", nargs="+", metavar="GLOB_OR_URL",
+                     help="replaces the config's inputs: one or more (local globs, s3://, https://), and it may be "
+                          "repeated; relative paths are from the current directory")
     run.add_argument("--output", metavar="DIR", help="output directory (default: the config's `output`, "
                                                       "else runs/NAME)")
     run.add_argument("--workers", type=_positive_int, metavar="N",
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "tokenizes them with one tokenizer, trains the same model on the same token budget and "
                     "writes OUTPUT/ablation.md, ablation.json and ablation.png.")
     ablate.add_argument("config", help="ablation YAML, e.g. configs/ablation.yaml")
-    ablate.add_argument("--input", action="append", metavar="GLOB_OR_URL", help="replaces the config's inputs")
+    ablate.add_argument("--input", action="extend", nargs="+", metavar="GLOB_OR_URL",
+                        help="replaces the config's inputs: one or more, and it may be repeated")
     ablate.add_argument("--output", metavar="DIR", help="default: the config's `output`, else runs/NAME")
     ablate.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes of the local cluster")
     ablate.add_argument("--scheduler", metavar="ADDRESS", help="a dask.distributed scheduler, or 'sync'")
@@ -139,20 +141,40 @@ def main(argv: list[str] | None = None) -> int:
                 "ablate": command_ablate, "report": command_report, "inspect": command_inspect}
     try:
         return commands[args.command](args)
-    except ConfigError as err:
-        print(f"refinery: config error: {err}", file=sys.stderr)
+    except ConfigError as err:  # or a UsageError: `refinery: error: ...`, not a config problem
+        print(f"refinery: {err.label}: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         print("refinery: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise
+            return _failed(args)
         # every output is written to a temporary name and renamed when whole, so nothing is half-written
         where = err.filename or getattr(args, "output_dir", None) or "the output"
+        _print_logs(args)  # before: the last line says what to do
         print(f"refinery: could not write {where}: {os.strerror(err.errno)}; free some space and run the same "
               "command again to resume", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception:
+        return _failed(args)
+
+
+def _failed(args: argparse.Namespace) -> int:
+    """An unexpected error: its traceback, then where the run's logs are (exit 1). Before a run
+    kept logs, the error propagates as it is."""
+    if getattr(args, "logs", None) is None:
+        raise
+    import traceback
+
+    traceback.print_exc()
+    _print_logs(args)
+    return 1
+
+
+def _print_logs(args: argparse.Namespace) -> None:
+    if getattr(args, "logs", None) is not None:
+        print(f"refinery: logs: {args.logs}", file=sys.stderr)
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -161,8 +183,8 @@ def command_run(args: argparse.Namespace) -> int:
     from refinery.engine.output import claim_output
     from refinery.io import expand_inputs
     from refinery.pipeline.chain import source_stage_class
+    from refinery.logs import command_logs
     from refinery.pipeline.run import execute
-    from refinery.progress import ConsoleProgress
 
     raw = read_yaml(args.config)
     if isinstance(raw, dict) and "mix" in raw:
@@ -181,9 +203,10 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"  {shard.shard_id}  {shard.path}")
         return 0
     args.output_dir = out_dir
-    with claim_output(out_dir, force=args.force):
-        with ConsoleProgress() as progress:
-            stats = execute(config, shards, out_dir, scheduler=args.scheduler, progress=progress)
+    facts = {"config": f"{config.path} (fingerprint {config.fingerprint()})", "shards": len(shards)}
+    with claim_output(out_dir, force=args.force), command_logs(out_dir, facts) as logs:
+        args.logs = logs.driver_log
+        stats = execute(config, shards, out_dir, scheduler=args.scheduler, progress=logs.progress())
         report = _write_report(out_dir)
     final = stats["funnel"][-1]
     print(f"done: {stats['input']['records']} records in {stats['input']['shards']} shards -> "
@@ -208,13 +231,13 @@ def _write_report(out_dir: str) -> str:
 def command_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from refinery.config import ConfigError
+    from refinery.config import UsageError
     from refinery.report import write_report
 
     if not (Path(args.output) / "stats.json").is_file():
-        raise ConfigError("OUTPUT", f"no stats.json in {args.output!r}: not a finished `refinery run` output")
+        raise UsageError("OUTPUT", f"no stats.json in {args.output!r}: not a finished `refinery run` output")
     if args.tokenizer and not Path(args.tokenizer).exists():
-        raise ConfigError("--tokenizer", f"no tokenizer at {args.tokenizer!r}")
+        raise UsageError("--tokenizer", f"no tokenizer at {args.tokenizer!r}")
     args.output_dir = args.output
     print(f"report: {write_report(args.output, tokenizer=args.tokenizer, seed=args.seed)}")
     return 0
@@ -254,25 +277,30 @@ def command_tokenizer_train(args: argparse.Namespace) -> int:
 
 def command_mix(args: argparse.Namespace, raw: dict) -> int:
     """`refinery run` on a mix config: sources, tokenizer, mix by token share, token shards, card."""
-    from refinery.config import ConfigError
+    from refinery.config import UsageError
     from refinery.engine.output import claim_output
+    from refinery.logs import command_logs
     from refinery.mix import execute_mix, parse_mix
-    from refinery.mix.spec import preflight_mix
+    from refinery.mix.spec import check_mix
 
-    spec = parse_mix(raw, args.config)
-    preflight_mix(spec)
     if args.input or args.limit:
-        raise ConfigError("--input" if args.input else "--limit", "not used by a mix config; set each source's input")
+        raise UsageError("--input" if args.input else "--limit", "not used by a mix config; set each source's input")
+    spec = parse_mix(raw, args.config)
+    checked = check_mix(spec)  # every source, path and nested config, before any work (in a dry run too)
     out_dir = args.output or spec.output or os.path.join("runs", spec.name)
     if args.dry_run:
         print(f"mix {args.config} -> {out_dir}")
         for source in spec.sources:
-            print(f"  {source.name}: {spec.mix.shares[source.name]:.1%} from {source.config or source.paths}")
+            count = len(checked.pipelines[source.name][1]) if source.config else \
+                sum(1 for s, _ in checked.curated if s is source)
+            print(f"  {source.name}: {spec.mix.shares[source.name]:.1%} from {source.config or source.paths} "
+                  f"({count} {'input shard' if source.config else 'file'}{'' if count == 1 else 's'})")
         return 0
     args.output_dir = out_dir
-    with claim_output(out_dir, force=args.force):  # --force: the pipeline sources' markers too
-        stats = execute_mix(spec, out_dir, scheduler=args.scheduler, workers=args.workers,
-                            log=lambda line: print(line, file=sys.stderr, flush=True))
+    with claim_output(out_dir, force=args.force), command_logs(out_dir, {"config": args.config}) as logs:
+        args.logs = logs.driver_log  # --force (above): the pipeline sources' markers too
+        stats = execute_mix(spec, out_dir, scheduler=args.scheduler, workers=args.workers, log=logs.say,
+                            checked=checked)
         report = _write_report(out_dir)
     for line in stats["short"]:
         print(f"warning: source ran short: {line}")
@@ -291,12 +319,16 @@ def command_train(args: argparse.Namespace) -> int:
     from refinery.engine.output import claim_output
     from refinery.train import parse_train, run_training
 
-    spec = parse_train(read_yaml(args.config))
+    spec = parse_train(read_yaml(args.config), args.config)
     out_dir = args.output or spec.output or os.path.join("runs", "train", spec.name)
     args.output_dir = out_dir
-    with claim_output(out_dir, force=args.force):
-        summary = run_training(spec, out_dir, log=lambda line: print(line, file=sys.stderr, flush=True))
+    with claim_output(out_dir, force=args.force):  # --force: its marker goes, and run_training drops the checkpoint
+        summary = run_training(spec, out_dir, log=lambda line: print(line, file=sys.stderr, flush=True),
+                               fresh=args.force)
     print(f"done: {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f} s")
+    if "eval_share" in summary:  # a run finished by an older refinery did not time its evaluation
+        print(f"  evaluation: {summary['eval_seconds']:.1f} s, {summary['eval_share']:.1%} of the time in steps and "
+              f"evaluations (steps {summary['train_seconds']:.1f} s)")
     for name, result in summary["eval"].items():
         print(f"  {name}: {result['bits_per_byte']:.4f} bits/byte (+- {result['bpb_stderr']:.4f})")
     print(f"  model: {summary['model_dir']}")
@@ -306,20 +338,21 @@ def command_train(args: argparse.Namespace) -> int:
 def command_ablate(args: argparse.Namespace) -> int:
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
     from refinery.ablate import execute_ablation, parse_ablation
-    from refinery.ablate.spec import preflight_ablation
+    from refinery.ablate.spec import check_ablation
     from refinery.config import read_yaml
     from refinery.engine.output import claim_output
+    from refinery.logs import command_logs
 
-    raw = read_yaml(args.config)
-    if isinstance(raw, dict) and args.input:
-        raw = {**raw, "input": list(args.input)}
-    spec = parse_ablation(raw, args.config)
-    preflight_ablation(spec)
+    spec = parse_ablation(read_yaml(args.config), args.config)
+    if args.input:  # from the current directory, not the config's folder
+        spec = spec.model_copy(update={"input": list(args.input)})
+    checked = check_ablation(spec)  # base, variants, inputs, eval paths, models: before any work
     out_dir = args.output or spec.output or os.path.join("runs", spec.name)
     args.output_dir = out_dir
-    with claim_output(out_dir, force=args.force):  # --force: every variant's markers too
-        result = execute_ablation(spec, out_dir, scheduler=args.scheduler, workers=args.workers,
-                                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    with claim_output(out_dir, force=args.force), command_logs(out_dir, {"config": args.config}) as logs:
+        args.logs = logs.driver_log  # --force (above): every variant's markers too
+        result = execute_ablation(spec, out_dir, scheduler=args.scheduler, workers=args.workers, log=logs.say,
+                                  checked=checked, fresh=args.force)
     print(f"done in {result['seconds']:.0f} s: {len(result['variants'])} variants x {len(spec.seeds)} seeds, "
           f"{result['budget_tokens']:,} tokens each")
     for name, variant in result["variants"].items():

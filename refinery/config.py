@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+import os
+import re
 import reprlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from refinery.paths import DerivedPathName
 from refinery.stage import SpanCutStage, StageConfig
@@ -20,12 +25,81 @@ YAML_NODE_BUDGET = 100_000  # nodes of a config, aliases expanded; refinery's ow
 
 
 class ConfigError(Exception):
-    """A configuration problem, reported as one line naming the key path."""
+    """A configuration problem, reported as one line naming the key path (``refinery: config error:``)."""
+
+    label = "config error"  # how `refinery` labels it on stderr
 
     def __init__(self, key: str, message: str):
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
+
+
+class UsageError(ConfigError):
+    """An expected failure that is not about a config: a command-line argument, or a folder that is
+    not what the command needs (e.g. `refinery report` on a training folder). Exit 2 like a config
+    error, labelled ``refinery: error:``; a ConfigError subclass so every existing handler still
+    turns it into one line."""
+
+    label = "error"
+
+
+# --- relative paths: from the config file's folder -----------------------------------------------
+# A key pattern is dotted; ``name[]`` maps over a list, and a name may be an fnmatch pattern
+# (``stages[].*.*_path``: every stage parameter whose name ends in _path).
+PIPELINE_PATH_KEYS = ("input.paths[]", "output", "stages[].*.*_path", "dedup[].*.*_path")
+TRAIN_PATH_KEYS = ("data", "tokenizer", "eval[].data", "output")
+RESERVED_PATH_VALUES = ("train",)  # `tokenize.tokenizer: train` is not a path
+
+
+def relative_to_config(path: str, config_path: str | Path | None) -> str:
+    """``path`` as written in the config file ``config_path``: a relative path resolves from that
+    file's folder (not from the current directory). Absolute paths, URLs (``://``, ``sample://``)
+    and values in RESERVED_PATH_VALUES are left as they are; so is everything when ``config_path``
+    is empty (a config given as data, or a command-line value: from the current directory)."""
+    if not config_path or not isinstance(path, str) or not path or "://" in path or path in RESERVED_PATH_VALUES \
+            or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(os.path.dirname(str(config_path)), path))
+
+
+def resolve_paths(raw: Any, keys: Iterable[str], config_path: str | Path | None) -> Any:
+    """A copy of the parsed YAML ``raw`` with the values at ``keys`` (see PIPELINE_PATH_KEYS) resolved
+    by :func:`relative_to_config`; values of the wrong type are left for validation to report."""
+    if not config_path:
+        return raw
+    for key in keys:
+        raw = _resolve_at(raw, key.split("."), config_path)
+    return raw
+
+
+def _resolve_at(node: Any, parts: list[str], config_path: str | Path) -> Any:
+    if not parts:
+        return relative_to_config(node, config_path)
+    if not isinstance(node, dict):
+        return node
+    name, each = parts[0].removesuffix("[]"), parts[0].endswith("[]")
+    resolved = dict(node)
+    for key in [k for k in node if isinstance(k, str) and fnmatch.fnmatchcase(k, name)]:
+        value = node[key]
+        if each and isinstance(value, list):
+            resolved[key] = [_resolve_at(item, parts[1:], config_path) for item in value]
+        elif not each:
+            resolved[key] = _resolve_at(value, parts[1:], config_path)
+    return resolved
+
+
+def named_key(key: str, section: str, raw_items: Any) -> str:
+    """``sources[2].paths`` -> ``sources[2] (books).paths``: a key inside a list of named entries
+    (``section``: sources, variants, eval) names the entry too, when ``raw_items`` gives its name."""
+    match = re.match(re.escape(section) + r"\[(\d+)\]", key)
+    if not match or not isinstance(raw_items, list) or int(match[1]) >= len(raw_items):
+        return key
+    item = raw_items[int(match[1])]
+    name = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+    if not isinstance(name, str) or key[match.end():].startswith(" ("):
+        return key
+    return f"{match[0]} ({_key_part(name, 60)}){key[match.end():]}"
 
 
 class _Strict(BaseModel):
@@ -43,6 +117,73 @@ class InputConfig(_Strict):
     retries: int = Field(default=3, ge=0, le=10)  # more tries to list or open one, after 0.5 s, 1 s, 2 s, ...
 
 
+SLURM_KEYS = ("cores", "memory", "walltime", "queue", "account", "job_extra_directives", "job_script_prologue",
+              "python", "interface")
+KUBERNETES_KEYS = ("image", "resources", "namespace", "volumes")
+
+
+_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*([kKmMgGtTpP]i?[bB]?|[bB])?\s*$")  # what Dask and Kubernetes read as sizes
+
+
+def _byte_size(value: str) -> str:
+    if not isinstance(value, str) or not _SIZE.match(value):
+        raise PydanticCustomError("size", "not a size like '16GiB' or '8Gi'")
+    return value
+
+
+class PodResources(_Strict):
+    """What each Kubernetes worker pod requests (and is limited to)."""
+
+    cpu: int = Field(default=1, ge=1)  # also the worker's threads
+    memory: str = "4Gi"
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        return _byte_size(value)
+
+
+class ClusterConfig(_Strict):
+    """``run.cluster``: Dask workers as Slurm jobs (dask-jobqueue) or Kubernetes pods (dask-kubernetes)."""
+
+    kind: Literal["slurm", "kubernetes"]
+    workers: int = Field(default=1, ge=1)  # Slurm jobs or worker pods, one Dask worker each
+    cores: int = Field(default=1, ge=1)  # Slurm: CPUs per job, the worker's threads
+    memory: str = "4GiB"  # Slurm: memory per job, the worker's limit
+    walltime: str | None = Field(default=None, pattern=r"^(\d+-)?\d+(:\d{2}){0,2}$")
+    queue: str | None = None  # Slurm partition
+    account: str | None = None
+    job_extra_directives: list[str] = []  # more `#SBATCH` lines, e.g. "--exclusive"
+    job_script_prologue: list[str] = []  # shell lines before the worker starts, e.g. "source venv/bin/activate"
+    python: str | None = None  # the Python on the nodes; default: this one
+    interface: str | None = None  # the network interface workers reach the scheduler on, e.g. "ib0"
+    image: str | None = Field(default=None, validate_default=True)  # Kubernetes: refinery installed in it
+    resources: PodResources = PodResources()
+    namespace: str | None = None
+    volumes: dict[str, str] = {}  # PersistentVolumeClaim -> where every worker pod mounts it (the data, OUTPUT)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        return _byte_size(value)
+
+    @field_validator(*SLURM_KEYS, *KUBERNETES_KEYS)
+    @classmethod
+    def _of_its_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("kind")
+        if info.field_name == "image" and kind == "kubernetes" and not value:
+            raise PydanticCustomError("missing", "required for kind kubernetes: an image with refinery installed")
+        default = cls.model_fields[info.field_name].default  # what a model_dump() round trip gives back
+        if value != default and kind is not None and info.field_name not in _KEYS_OF[kind]:
+            raise PydanticCustomError("extra_forbidden", "a {other} setting; kind {kind} takes workers, {keys}",
+                                      {"other": "Slurm" if kind == "kubernetes" else "Kubernetes", "kind": kind,
+                                       "keys": ", ".join(_KEYS_OF[kind])})
+        return value
+
+
+_KEYS_OF = {"slurm": SLURM_KEYS, "kubernetes": KUBERNETES_KEYS}
+
+
 class RunConfig(_Strict):
     workers: int | None = Field(default=None, ge=1)
     threads_per_worker: int = Field(default=1, ge=1)
@@ -52,6 +193,7 @@ class RunConfig(_Strict):
     dropped_samples: int = Field(default=20, ge=0)  # kept per stage, reason and shard
     dashboard: bool = True
     shuffle: str = Field(default="tasks", pattern="^(tasks|p2p|disk)$")  # dask's dataframe shuffle for dedup
+    cluster: ClusterConfig | None = None  # Slurm or Kubernetes workers instead of a local cluster
 
 
 class PipelineSpec(_Strict):
@@ -152,9 +294,12 @@ def _first_error(err: ValidationError, prefix: str = "") -> ConfigError:
 
 
 def parse_config(raw: Any, path: str = "", registry: Registry | None = None) -> PipelineConfig:
+    """``raw`` read from the file ``path``: its relative paths (PIPELINE_PATH_KEYS) resolve from the
+    file's folder; with no ``path``, from the current directory."""
     registry = registry or default_registry()
     if not isinstance(raw, dict):
         raise ConfigError("(root)", "the config must be a YAML mapping")
+    raw = resolve_paths(raw, PIPELINE_PATH_KEYS, path)
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as err:

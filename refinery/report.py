@@ -334,6 +334,8 @@ def _document(row: dict, label: str) -> str:
 # --- a mix ---------------------------------------------------------------------------------------
 
 def _mix_sections(out: Path, stats: dict, rng: random.Random) -> list[str]:
+    from refinery.mix.card import epoch_cells
+
     sources = stats["sources"]
     names = list(sources)
     fig, ax = _figure(8, 3)
@@ -346,12 +348,13 @@ def _mix_sections(out: Path, stats: dict, rng: random.Random) -> list[str]:
     ax.set_ylabel("% of tokens")
     ax.legend(fontsize=8)
     rows = "".join(f"<tr><td>{_e(n)}</td><td>{s['target_share']:.1%}</td><td>{s['achieved_share']:.2%}</td>"
-                   f"<td>{s['tokens']:,}</td><td>{s['documents']:,}</td><td>{s['epochs']}</td></tr>"
+                   f"<td>{s['tokens']:,}</td><td>{s['documents']:,}</td>"
+                   + "".join(f"<td>{cell}</td>" for cell in epoch_cells(s)) + "</tr>"
                    for n, s in sources.items())
     parts = [f"<p class='summary'>{stats['output']['tokens']:,} tokens in {stats['output']['files']} files.</p>",
              _section("mix", "Mix: target and achieved token shares", [
                  _svg(fig), "<table><tr><th>source</th><th>target</th><th>achieved</th><th>tokens</th>"
-                            f"<th>documents</th><th>whole epochs</th></tr>{rows}</table>"]
+                            f"<th>documents</th><th>whole epochs</th><th>passes</th></tr>{rows}</table>"]
                  + [f"<p class='note'>Short: {_e(line)}</p>" for line in stats.get("short", [])])]
     manifest = json.loads((out / "tokens" / "manifest.json").read_text())
     fig, ax = _figure(9, max(1.6, 0.3 * len(manifest["files"]) + 0.8))

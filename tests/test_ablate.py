@@ -150,8 +150,9 @@ def test_a_killed_tokenization_resumes_without_redoing_finished_shards(ablation)
 
 
 @pytest.mark.parametrize("overrides, key", [
-    ({"variants": [{"name": "raw", "stages": ["extract", "no_such_stage"]}, {"name": "refined"}]}, "variants[0].stages"),
-    ({"eval": [{"name": "web", "variant": "nope"}]}, "eval[0].variant"),
+    ({"variants": [{"name": "raw", "stages": ["extract", "no_such_stage"]}, {"name": "refined"}]},
+     "variants[0] (raw).stages"),
+    ({"eval": [{"name": "web", "variant": "nope"}]}, "eval[0] (web).variant"),
     ({"train": {"seed": 3}}, "train.seed"),
     ({"seeds": []}, "seeds"),
     ({"model": {"hidden_size": 30, "heads": 4}}, "model.heads"),
@@ -166,6 +167,7 @@ def test_the_shipped_ablation_config_is_valid():
     from refinery.ablate import parse_ablation
     from refinery.config import read_yaml
 
-    spec = parse_ablation(read_yaml(REPO / "configs" / "ablation.yaml"))
+    path = REPO / "configs" / "ablation.yaml"
+    spec = parse_ablation(read_yaml(path), str(path))  # its paths are from configs/
     assert [v.name for v in spec.variants] == ["raw", "filtered", "refined"]
     assert spec.model.model_dump() == read_yaml(REPO / "configs" / "train" / "tiny-falcon.yaml")["model"]

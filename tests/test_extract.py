@@ -207,4 +207,5 @@ def test_extractor_failures_drop_only_their_document(sandbox_path):
     assert len(texts) == 1 and KEY_SENTENCES[0] in texts.pop()
     for dropped in out[1], out[3], out[5]:
         assert dropped.doc.html == pages[out.index(dropped)]  # kept for inspection
-    assert HtmlExtract.reasons == ("extract_timeout", "extract_error", "extractor_crashed", "no_text")
+    assert HtmlExtract.reasons == ("extract_timeout", "extract_error", "extractor_crashed", "no_text", "html_too_deep",
+                                   "text_too_long")

@@ -25,7 +25,7 @@ GIB = 1 << 30
 def big_gzip_bomb(path: Path, decoded: int = 5 * GIB // 2) -> Path:
     """One response whose Content-Encoding: gzip body inflates to ``decoded`` bytes of HTML."""
     block = b"<p>" + b"a" * (1 << 20) + b"</p>"
-    deflater = zlib.compressobj(1, zlib.DEFLATED, 31)
+    deflater = zlib.compressobj(6, zlib.DEFLATED, 31)  # ~2.6 MB: under max_record_bytes, so it is decoded
     body = b"".join(deflater.compress(block) for _ in range(decoded // len(block))) + deflater.flush()
     return write_warc(path, [http_response("http://bomb.test/", body, "text/html",
                                            extra_headers=[("Content-Encoding", "gzip")])])

@@ -149,7 +149,7 @@ def test_curated_sources_can_opt_into_dedup(tmp_path):
     config["sources"][0]["dedup"] = [{"fuzzy": {}}]
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     bad = run_cli_inprocess("run", tmp_path / "bad.yaml", "--output", out)
-    assert bad.returncode == 2 and bad.stderr.startswith("refinery: config error: sources[0].dedup[0]:")
+    assert bad.returncode == 2 and bad.stderr.startswith("refinery: config error: sources[0] (prose).dedup[0]:")
 
 
 def test_bad_mix_config_names_the_key(tmp_path):

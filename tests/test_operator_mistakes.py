@@ -101,9 +101,9 @@ def test_a_mix_source_config_is_preflighted(tmp_path, out_dir):
     pipeline = config_with(tmp_path, lambda raw: raw["stages"][1]["language_id"].update(model_path=str(model)))
     mix = write_config(tmp_path / "mix.yaml", {"name": "m", "sources": [{"name": "web", "config": str(pipeline)}],
                                                "mix": {"shares": {"web": 1.0}}})
-    line = assert_config_error(run_cli_inprocess("run", mix, "--output", out_dir, "--dry-run"), "sources[0].config")
+    line = assert_config_error(run_cli_inprocess("run", mix, "--output", out_dir, "--dry-run"), "sources[0] (web).config")
     assert "stages[1].language_id.model_path" in line
-    assert_config_error(run_cli_inprocess("run", mix, "--output", out_dir), "sources[0].config")
+    assert_config_error(run_cli_inprocess("run", mix, "--output", out_dir), "sources[0] (web).config")
     assert not out_dir.exists()
 
 
@@ -197,12 +197,16 @@ def test_a_mix_source_name_is_one_folder_name(tmp_path, out_dir, name):
     data.write_text(json.dumps({"id": "1", "text": "some prose"}) + "\n")
     mix = write_config(tmp_path / "mix.yaml", {"name": "m", "sources": [{"name": name, "paths": [str(data)]}],
                                                "mix": {"shares": {name: 1.0}}})
-    assert_config_error(run_cli_inprocess("run", mix, "--output", out_dir, "--dry-run"), "sources[0].name")
-    assert_config_error(run_cli_inprocess("run", mix, "--output", out_dir), "sources[0].name")
+    for result in (run_cli_inprocess("run", mix, "--output", out_dir, "--dry-run"),
+                   run_cli_inprocess("run", mix, "--output", out_dir)):
+        line = result.stderr_lines[0] if result.stderr_lines else ""
+        assert result.returncode == 2 and len(result.stderr_lines) == 1, result.stderr
+        assert line.startswith("refinery: config error: sources[0]") and ".name: " in line, line
     assert not out_dir.exists()
 
 
-@pytest.mark.parametrize("where, key", [("variant", "variants[0].name"), ("eval", "eval[0].name"), ("ablation", "name")])
+@pytest.mark.parametrize("where, key", [("variant", "variants[0] (..).name"), ("eval", "eval[0] (..).name"),
+                                        ("ablation", "name")])
 def test_ablation_names_are_folder_names(tmp_path, out_dir, where, key):
     raw = {"name": "a", "base": str(REPO / "configs" / "english.yaml"), "variants": [{"name": "raw"}],
            "eval": [{"name": "web", "variant": "raw"}]}

@@ -113,7 +113,7 @@ def test_a_mix_report_shows_shares_and_tokens(tmp_path):
 
 def test_report_and_inspect_name_a_bad_output(tmp_path):
     result = run_cli_inprocess("report", tmp_path)
-    assert result.returncode == 2 and result.stderr.startswith("refinery: config error: OUTPUT: no stats.json")
+    assert result.returncode == 2 and result.stderr.startswith("refinery: error: OUTPUT: no stats.json")
     result = run_cli_inprocess("inspect", tmp_path)
     assert result.returncode == 2 and "OUTPUT:" in result.stderr
 

@@ -25,15 +25,43 @@ def token_run(tmp_path_factory):
     return out
 
 
-def train_config(tmp_path, token_run, **train) -> str:
+def train_config(tmp_path, token_run, file="train.yaml", model=(), prose=(), **train) -> str:
+    """A 31-step run (4000 tokens, 4 x 32 per step) of a 1-layer Falcon; ``model``, ``prose`` (the
+    eval set's entry) and ``train`` override settings."""
     config = {"name": "t", "data": str(token_run / "tokens"), "tokenizer": str(token_run / "tokenizer"),
-              "model": {"layers": 1, "hidden_size": 32, "heads": 4, "seq_len": 32},
+              "model": {"layers": 1, "hidden_size": 32, "heads": 4, "seq_len": 32, **dict(model)},
               "train": {"tokens": 4000, "batch_size": 4, "eval_every": 10, "eval_batches": 2,
                         "warmup_steps": 3, "heldout_fraction": 0.2, **train},
-              "eval": [{"name": "prose", "data": str(token_run / "heldout" / "prose")}]}
-    path = tmp_path / "train.yaml"
+              "eval": [{"name": "prose", "data": str(token_run / "heldout" / "prose"), **dict(prose)}]}
+    path = tmp_path / file
     path.write_text(yaml.safe_dump(config))
     return str(path)
+
+
+def interrupt_at_step_21(monkeypatch, *cli_args):
+    """`refinery train ...` stopped (Ctrl-C) in step 21, after the step-20 checkpoint (checkpoint_every 10)."""
+    import refinery.train.loop as loop  # where train_step looks up train_loss
+
+    real_loss, calls = loop.train_loss, {"n": 0}
+
+    def interrupted(*args):
+        calls["n"] += 1
+        if calls["n"] == 21:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(loop, "train_loss", interrupted)
+    result = run_cli_inprocess("train", *cli_args)
+    monkeypatch.setattr(loop, "train_loss", real_loss)
+    assert result.returncode == 130, result.stderr
+
+
+def file_times(folder) -> dict:
+    return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def steps_of(folder) -> list[int]:
+    return [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_trains_evaluates_and_reloads(tmp_path, token_run):
@@ -84,26 +112,15 @@ def test_trains_evaluates_and_reloads(tmp_path, token_run):
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, token_run, monkeypatch):
     import refinery.train as trainer
-    import refinery.train.loop as loop  # where train_step looks up train_loss
     from refinery.config import read_yaml
 
-    spec = trainer.parse_train(read_yaml(train_config(tmp_path, token_run, checkpoint_every=10)))
-    full = trainer.train(spec, str(tmp_path / "full"))
-
-    real_loss, calls = trainer.train_loss, {"n": 0}
-
-    def interrupted(*args):
-        calls["n"] += 1
-        if calls["n"] == 21:  # step 21: after the step-20 checkpoint
-            raise KeyboardInterrupt
-        return real_loss(*args)
-
-    monkeypatch.setattr(loop, "train_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(spec, str(tmp_path / "resumed"))
-    monkeypatch.setattr(loop, "train_loss", real_loss)
+    config = train_config(tmp_path, token_run, checkpoint_every=10)
+    full = trainer.train(trainer.parse_train(read_yaml(config)), str(tmp_path / "full"))
+    interrupt_at_step_21(monkeypatch, config, "--output", tmp_path / "resumed")
     assert (tmp_path / "resumed" / "checkpoint" / "state.pt").exists()
-    resumed = trainer.train(spec, str(tmp_path / "resumed"))
+    lines = []
+    resumed = trainer.train(trainer.parse_train(read_yaml(config)), str(tmp_path / "resumed"), log=lines.append)
+    assert "resumed at step 20" in lines[0]
 
     def losses(folder):
         return [json.loads(line)["train_loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
@@ -112,6 +129,97 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, token_run, monk
     assert np.allclose(losses(tmp_path / "full"), losses(tmp_path / "resumed"), atol=1e-6)
     for name in ("heldout", "prose"):
         assert resumed["eval"][name]["loss"] == pytest.approx(full["eval"][name]["loss"], abs=1e-5)
+
+
+def test_force_trains_again_from_step_zero(tmp_path, token_run, monkeypatch):
+    config, out = train_config(tmp_path, token_run, checkpoint_every=10), tmp_path / "run"
+    interrupt_at_step_21(monkeypatch, config, "--output", out)
+    assert (out / "checkpoint" / "state.pt").exists()
+    result = run_cli_inprocess("train", config, "--output", out, "--force")
+    assert result.returncode == 0, result.stderr
+    assert "resumed" not in result.stderr and result.stderr.startswith("train: t: ")
+    assert steps_of(out) == list(range(1, 32)) and not (out / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"lr": 0.001}, "train.lr"),
+    ({"model": {"layers": 1, "hidden_size": 64}}, "model.hidden_size"),  # was a state_dict size-mismatch traceback
+])
+def test_a_resume_with_other_training_settings_is_refused(tmp_path, token_run, monkeypatch, change, key):
+    out = tmp_path / "run"
+    interrupt_at_step_21(monkeypatch, train_config(tmp_path, token_run, checkpoint_every=10), "--output", out)
+    before = file_times(out)
+    result = run_cli_inprocess("train", train_config(tmp_path, token_run, "changed.yaml", checkpoint_every=10,
+                                                     **change), "--output", out)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"refinery: config error: {key.split('.')[0]}: ") and key in result.stderr
+    assert result.stderr.count("\n") == 1 and "--force" in result.stderr
+    assert file_times(out) == before  # the checkpoint and metrics are kept as they were
+
+
+def test_a_checkpoint_without_its_settings_is_refused(tmp_path, token_run):
+    import torch
+
+    from refinery.config import ConfigError, read_yaml
+    from refinery.train import parse_train, train
+
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    torch.save({"model": {}, "step": 20}, tmp_path / "run" / "checkpoint" / "state.pt")  # an older refinery's
+    with pytest.raises(ConfigError, match="records no settings.*--force") as err:
+        train(parse_train(read_yaml(train_config(tmp_path, token_run))), str(tmp_path / "run"))
+    assert err.value.key == "output"
+
+
+def test_a_resume_with_other_evaluation_settings_continues(tmp_path, token_run, monkeypatch):
+    out = tmp_path / "run"
+    interrupt_at_step_21(monkeypatch, train_config(tmp_path, token_run, checkpoint_every=10), "--output", out)
+    result = run_cli_inprocess("train", train_config(tmp_path, token_run, "changed.yaml", checkpoint_every=7,
+                                                     eval_every=5, eval_batches=1, prose={"every": 3}),
+                               "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert "resumed at step 20" in result.stderr.splitlines()[0]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 32))
+    assert [r["step"] for r in records if "eval" in r] == [10, 20, 21, 24, 25, 27, 30, 31]
+
+
+def test_the_evaluation_schedule():
+    from refinery.train import EvalSet, TrainSettings, TrainSpec, eval_plan, sets_due
+
+    spec = TrainSpec(name="t", data="d", tokenizer="k", train=TrainSettings(eval_every=10, eval_batches=4),
+                     eval=[EvalSet(name="books", data="b", every=25, batches=1), EvalSet(name="code", data="c")])
+    plan = eval_plan(spec)
+    assert plan == {"heldout": (10, 4), "books": (25, 1), "code": (10, 4)}
+    due = {step: sets_due(plan, step, 62) for step in range(1, 63) if sets_due(plan, step, 62)}
+    assert due == {10: ["heldout", "code"], 20: ["heldout", "code"], 25: ["books"], 30: ["heldout", "code"],
+                   40: ["heldout", "code"], 50: ["heldout", "books", "code"], 60: ["heldout", "code"],
+                   62: ["heldout", "books", "code"]}  # the last step: every set
+    no_tail = spec.model_copy(update={"train": TrainSettings(heldout_fraction=0)})
+    assert list(eval_plan(no_tail)) == ["books", "code"]
+
+
+def test_per_set_evaluation_its_time_and_progress_lines(tmp_path, token_run, monkeypatch):
+    import refinery.train.loop as loop
+
+    monkeypatch.setattr(loop, "PROGRESS_EVERY", 0.0)  # stderr is no terminal here: plain lines, one per step
+    out = tmp_path / "run"
+    result = run_cli_inprocess("train", train_config(tmp_path, token_run, prose={"every": 25, "batches": 1}),
+                               "--output", out)
+    assert result.returncode == 0, result.stderr
+    start, *rest = result.stderr.splitlines()
+    assert start.startswith("train: t: ") and " parameters, 31 steps x 128 tokens = 3,968 tokens, on cpu" in start
+    progress = [line for line in rest if "steps/s" in line]
+    assert len(progress) >= 20 and all("tokens/s ETA " in line for line in progress)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["step"]: sorted(r["eval"]) for r in records if "eval" in r} == {
+        10: ["heldout"], 20: ["heldout"], 25: ["prose"], 30: ["heldout"], 31: ["heldout", "prose"]}
+    summary = json.loads((out / "train.json").read_text())
+    assert {name: s["windows"] for name, s in summary["eval_sets"].items()} == {"heldout": 8, "prose": 4}
+    assert summary["eval"] == records[-1]["eval"]  # the final evaluation is the last step's, not a second one
+    assert summary["eval_seconds"] > 0 and summary["train_seconds"] > 0
+    assert summary["eval_share"] == pytest.approx(
+        summary["eval_seconds"] / (summary["eval_seconds"] + summary["train_seconds"]), abs=1e-3)
+    assert f"evaluation: {summary['eval_seconds']:.1f} s, {summary['eval_share']:.1%}" in result.stdout
 
 
 def test_bad_train_config_names_the_key(tmp_path, token_run):
@@ -164,18 +272,14 @@ def test_training_loss_equals_the_model_forward(token_run):
 def test_a_finished_training_is_not_run_again(tmp_path, token_run):
     import time
 
-    from refinery.config import read_yaml
-    from refinery.train import parse_train, run_training
-
-    spec = parse_train(read_yaml(train_config(tmp_path, token_run)))
-    out = tmp_path / "run"
-    first = run_training(spec, str(out), log=lambda line: None)
+    config, out = train_config(tmp_path, token_run), tmp_path / "run"
+    first = run_cli_inprocess("train", config, "--output", out)
+    assert first.returncode == 0, first.stderr
     assert (out / "_markers" / "train.done").exists()
-    mtimes = {p: p.stat().st_mtime_ns for p in [*(out / "model").iterdir(), out / "train.json", out / "metrics.jsonl"]}
-    lines = []
+    before = file_times(out)
     started = time.perf_counter()
-    again = run_training(spec, str(out), log=lines.append)
-    assert time.perf_counter() - started < 3
-    assert again == first
-    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
-    assert lines and "not trained again" in lines[0]
+    again = run_cli_inprocess("train", config, "--output", out)
+    assert time.perf_counter() - started < 5
+    assert again.returncode == 0 and again.stdout == first.stdout
+    assert file_times(out) == before  # no file written, touched, added or removed
+    assert again.stderr.splitlines()[0].startswith(f"train: {out} is finished already")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from refinery.ablate.results import plot_curves, render_markdown, summarize
-from refinery.ablate.spec import AblationSpec, VariantSpec, variant_config
+from refinery.ablate.spec import AblationSpec, CheckedAblation, VariantSpec, check_ablation, variant_config
 from refinery.ablate.tokenize import (ReferenceTokens, ShardSplit, reference_task, remove_stale_token_files,
                                       shard_task, token_folders)
 from refinery.config import ConfigError
@@ -25,14 +25,13 @@ def train_spec(spec: AblationSpec, out: Path, variant: str, seed: int, tokenizer
 
 
 def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = None, workers: int | None = None,
-                     log=print) -> dict:
-    """The steps of the module docstring; returns what is written to OUTPUT/ablation.json."""
-    import glob
-
+                     log=print, checked: CheckedAblation | None = None, fresh: bool = False) -> dict:
+    """The steps of the module docstring; returns what is written to OUTPUT/ablation.json. Everything
+    is checked first (:func:`check_ablation`, unless ``checked`` is its result), before any work."""
     from refinery import tokenizer as tk
     from refinery.config import with_overrides
     from refinery.engine import Engine, run_task
-    from refinery.io import InputShard, expand_inputs
+    from refinery.io import InputShard
     from refinery.mix.tokenize import tokenizer_task
     from refinery.paths import inside
     from refinery.pipeline.run import execute
@@ -42,6 +41,7 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
     out = Path(out_dir)
     for name in [*(v.name for v in spec.variants), *(e.name for e in spec.eval)]:  # checked when parsed too
         inside(out / "variants", name), inside(out / "eval", name)
+    checked = checked or check_ablation(spec)
     started = time.perf_counter()
     run = spec.run.model_copy(update={"workers": workers}) if workers else spec.run
     pipelines = {}
@@ -49,7 +49,7 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
         config = variant_config(spec, variant)
         config = with_overrides(config, inputs=spec.input, output=str(out / "variants" / variant.name / "run"),
                                 workers=run.workers)
-        shards = expand_inputs(config.spec.input.paths, config.spec.input)
+        shards = checked.shards
         stages = " -> ".join([s.name for s in config.stages] + [s.name for s in config.dedup])
         log(f"variant {variant.name}: {stages}")
         began = time.perf_counter()
@@ -75,11 +75,9 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
     for v in spec.variants:
         for folder in token_folders(out, spec, v).values():
             remove_stale_token_files(folder, set(stems))
-    for index, reference in enumerate(spec.eval):
+    for reference in spec.eval:
         if reference.paths:
-            files = sorted({p for pattern in reference.paths for p in glob.glob(pattern)})
-            if not files:
-                raise ConfigError(f"eval[{index}].paths", f"no file matches {reference.paths}")
+            files = checked.eval_files[reference.name]
             tasks += [reference_task(n, f, reference, spec, tokenizer_path, tokenizer_hash, out)
                       for n, f in enumerate(files)]
             remove_stale_token_files(out / "eval" / reference.name, {InputShard.for_path(f).shard_id for f in files})
@@ -115,7 +113,7 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
         for seed in spec.seeds:
             train_cfg = train_spec(spec, out, variant.name, seed, tokenizer_path)
             folder = out / "variants" / variant.name / "train" / f"seed-{seed}"
-            task = training_task(train_cfg, str(folder), log)
+            task = training_task(train_cfg, str(folder), log, fresh=fresh)  # fresh: --force, no checkpoint
             if finished(task) is None:
                 log(f"train: {variant.name}, seed {seed}: {spec.train.tokens:,} tokens")
             else:

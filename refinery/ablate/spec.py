@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from refinery.config import ConfigError, RunConfig, _first_error, _Strict
+from refinery.config import ConfigError, RunConfig, _first_error, _Strict, named_key, resolve_paths
 from refinery.mix.spec import exactly_one
 from refinery.paths import PathName
 from refinery.train import ModelSettings, TrainSettings
+
+if TYPE_CHECKING:
+    from refinery.io import InputShard
 
 
 class VariantSpec(_Strict):
@@ -54,15 +58,23 @@ class AblationSpec(_Strict):
     run: RunConfig = RunConfig()
 
 
+ABLATION_PATH_KEYS = ("base", "input[]", "output", "eval[].paths[]", "tokenize.tokenizer")
+
+
 def parse_ablation(raw: dict, path: str = "") -> AblationSpec:
+    """``raw`` read from the ablation file ``path``: its relative paths (ABLATION_PATH_KEYS) resolve
+    from the file's folder. :func:`check_ablation` checks what it names."""
     if isinstance(raw, dict) and isinstance(raw.get("train"), dict):
         for key in ("seed", "heldout_fraction"):
             if key in raw["train"]:
                 raise ConfigError(f"train.{key}", "set by the ablation: use `seeds`, and `heldout_fraction` at the top")
+    raw = resolve_paths(raw, ABLATION_PATH_KEYS, path) if isinstance(raw, dict) else raw
     try:
         spec = AblationSpec.model_validate(raw)
     except ValidationError as err:
-        raise _first_error(err) from None
+        error = _first_error(err)
+        key = named_key(named_key(error.key, "variants", raw.get("variants")), "eval", raw.get("eval"))
+        raise ConfigError(key, error.message) from None
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"heldout_fraction": 0.0})})
     names = [v.name for v in spec.variants]
     if len(set(names)) != len(names):
@@ -73,31 +85,70 @@ def parse_ablation(raw: dict, path: str = "") -> AblationSpec:
         raise ConfigError("model.heads", f"must divide hidden_size {spec.model.hidden_size}")
     for index, reference in enumerate(spec.eval):
         if reference.variant is not None and reference.variant not in names:
-            raise ConfigError(f"eval[{index}].variant", f"no variant {reference.variant!r} (variants: {names})")
+            raise ConfigError(f"{_named('eval', index, reference)}.variant",
+                              f"no variant {reference.variant!r} (variants: {names})")
     if spec.tokenize.tokenizer != "train" and not Path(spec.tokenize.tokenizer).exists():
         raise ConfigError("tokenize.tokenizer", f"no tokenizer at {spec.tokenize.tokenizer!r} (or use `train`)")
     for index, variant in enumerate(spec.variants):
-        variant_config(spec, variant, key=f"variants[{index}]")  # names stages the base has
+        variant_config(spec, variant, key=_named("variants", index, variant))  # names stages the base has
     return spec
 
 
-def preflight_ablation(spec: AblationSpec) -> None:
-    """`refinery.config.preflight` for every variant's pipeline (stages of the ``base`` config)."""
-    from refinery.config import preflight
+def _named(section: str, index: int, entry: VariantSpec | ReferenceSet) -> str:
+    return f"{section}[{index}] ({entry.name})"  # a PathName: nothing to escape
 
-    for index, variant in enumerate(spec.variants):
-        config = variant_config(spec, variant, key=f"variants[{index}]")
-        try:
-            preflight(config)
-        except ConfigError as err:
+
+@dataclass(frozen=True)
+class CheckedAblation:
+    """What :func:`check_ablation` found: the input shards (every variant reads the same) and each
+    curated eval set's files."""
+
+    shards: list[InputShard]
+    eval_files: dict[str, list[str]]
+
+
+def check_ablation(spec: AblationSpec, preflight_stages: bool = True) -> CheckedAblation:
+    """Everything an ablation would find wrong at its start, before any work: the base config and
+    each variant of it, the inputs (``input``, else the base config's) expanded, each eval set's
+    paths matching files, and each variant's stages preflighted (models load)."""
+    from refinery.config import preflight, with_overrides
+    from refinery.io import expand_inputs
+    from refinery.mix.spec import curated_paths
+
+    configs = [variant_config(spec, variant, key=_named("variants", index, variant))
+               for index, variant in enumerate(spec.variants)]
+    config = with_overrides(configs[0], inputs=spec.input)
+    try:
+        shards = expand_inputs(config.spec.input.paths, config.spec.input)
+    except ConfigError as err:
+        if spec.input is None:  # the base config's own inputs
             raise ConfigError("base", f"{spec.base}: {err}") from None
+        raise ConfigError(err.key.replace("input.paths", "input", 1), err.message) from None
+    eval_files = {reference.name: curated_paths(reference.paths, f"{_named('eval', index, reference)}.paths")
+                  for index, reference in enumerate(spec.eval) if reference.paths}
+    if preflight_stages:
+        for config in configs:
+            try:
+                preflight(config)
+            except ConfigError as err:
+                raise ConfigError("base", f"{spec.base}: {err}") from None
+    return CheckedAblation(shards, eval_files)
+
+
+def preflight_ablation(spec: AblationSpec) -> CheckedAblation:
+    """:func:`check_ablation`: kept under its old name."""
+    return check_ablation(spec)
 
 
 def variant_config(spec: AblationSpec, variant: VariantSpec, key: str = "variants"):
-    """The base pipeline config with only the variant's stages and dedup stages."""
+    """The base pipeline config with only the variant's stages and dedup stages (its relative paths
+    resolve from the base config's folder)."""
     from refinery.config import parse_config, read_yaml
 
-    raw = read_yaml(spec.base)
+    try:
+        raw = read_yaml(spec.base)
+    except ConfigError as err:
+        raise ConfigError("base", err.message) from None
     if not isinstance(raw, dict):
         raise ConfigError("base", f"{spec.base} is not a pipeline config")
     for section in ("stages", "dedup"):
@@ -111,4 +162,7 @@ def variant_config(spec: AblationSpec, variant: VariantSpec, key: str = "variant
             raise ConfigError(f"{key}.{section}", f"{missing} not in {spec.base}'s {section}: {names}")
         raw[section] = [e for e, n in zip(entries, names) if n in wanted]
     raw["name"] = f"{spec.name}-{variant.name}"
-    return parse_config(raw, spec.base)
+    try:
+        return parse_config(raw, spec.base)
+    except ConfigError as err:
+        raise ConfigError("base", f"{spec.base}: {err}") from None

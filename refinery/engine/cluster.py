@@ -58,6 +58,7 @@ class Engine:
         self.client = None
         self._cluster = None
         self._config = None
+        self.cluster_spec = None  # run.cluster: Slurm or Kubernetes workers (refinery.engine.clusters)
 
     @classmethod
     def in_process(cls) -> Engine:
@@ -66,7 +67,9 @@ class Engine:
     @classmethod
     def for_run(cls, run, scheduler: str | None = None) -> Engine:
         """From a config's ``run:`` section (workers, threads_per_worker, dashboard, shuffle)."""
-        return cls(run.workers, run.threads_per_worker, run.dashboard, run.shuffle, scheduler)
+        engine = cls(run.workers, run.threads_per_worker, run.dashboard, run.shuffle, scheduler)
+        engine.cluster_spec = getattr(run, "cluster", None)
+        return engine
 
     def __enter__(self) -> Engine:
         import dask
@@ -81,6 +84,11 @@ class Engine:
 
         if self.scheduler:
             self.client = _connect(self.scheduler)
+        elif self.cluster_spec is not None:
+            from refinery.engine.clusters import start_cluster
+
+            self._cluster = start_cluster(self.cluster_spec)
+            self.client = Client(self._cluster)
         else:
             self._cluster = LocalCluster(
                 n_workers=self.workers or os.cpu_count() or 1,
@@ -108,13 +116,22 @@ class Engine:
         """The results of ``tasks``, in their order. A task runs after the tasks named in its
         ``after`` (which must be in the same list). ``on_result`` sees each of the first
         ``report`` results (all by default) as it finishes."""
+        from refinery.engine.watch import current
+
+        monitor = current()
+        if monitor is None:
+            return self._run(tasks, on_result, report, None)
+        with monitor.phase(tasks):  # progress files and task logs under the command's output
+            return self._run(tasks, on_result, report, monitor.files)
+
+    def _run(self, tasks: list[Task], on_result: Callable | None, report: int | None, files) -> list:
         from dask import delayed
 
         report = len(tasks) if report is None else report
         nodes: dict[str, object] = {}
         for task in tasks:
             upstream = [nodes[key] for key in task.after]
-            nodes[task.key] = delayed(run_task, pure=False)(task, *upstream, dask_key_name=task.key)
+            nodes[task.key] = delayed(run_task, pure=False)(task, *upstream, files=files, dask_key_name=task.key)
         ordered = [nodes[t.key] for t in tasks]
         if self.client is None:
             import dask

@@ -26,8 +26,8 @@ STAMP = ".refinery-output.json"
 LOCK = ".refinery.lock"
 TEMPORARY = re.compile(r"\.refinery-tmp-\d+$")  # what refinery.io.atomic_path and TokenShardWriter write first
 OWN_FOLDERS = ("documents", "filtered", "stats", "dedup", "dropped", "_markers", "tokens", "sources", "heldout",
-               "tokenizer", "variants", "eval", "logs", "model", "checkpoint")
-OWN_FILE = re.compile(r"(\.parquet|\.json|\.jsonl|\.done|\.bin|\.idx|\.ds|\.ds\.index|\.ds\.metadata|\.tokens|\.pt)$")
+               "tokenizer", "variants", "eval", "logs", "model", "checkpoint", "_progress")
+OWN_FILE = re.compile(r"(\.parquet|\.json|\.jsonl|\.done|\.bin|\.idx|\.ds|\.ds\.index|\.ds\.metadata|\.tokens|\.pt|\.log)$")
 
 
 class OutputInUse(ConfigError):
@@ -48,7 +48,8 @@ def claim_output(out_dir: str, force: bool) -> Iterator[Path]:
     except OSError as err:
         raise ConfigError("output", f"output directory {out_dir!r} is not writable: {err.strerror}") from None
     foreign = sorted(p.name for p in out.iterdir() if p.name not in (STAMP, LOCK))
-    if foreign and not is_refinery_output(out) and not force:
+    unclaimed = bool(foreign) and not is_refinery_output(out)  # with --force too, none of its files is refinery's
+    if unclaimed and not force:
         raise ConfigError("output", f"{out_dir!r} is not empty and is not a refinery output (it holds "
                                     f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
                                     f"choose a new folder, or --force (refinery removes only files it wrote)")
@@ -61,7 +62,21 @@ def claim_output(out_dir: str, force: bool) -> Iterator[Path]:
         for path in own_files(out):
             if TEMPORARY.search(path.name) or (force and path.suffix == ".done"):
                 path.unlink(missing_ok=True)
+        if force and not unclaimed:  # the files that say it (or a sub-run in it) finished: a killed run leaves none
+            sub_runs = [m.parent for name in OWN_FOLDERS if (out / name).is_dir() and not (out / name).is_symlink()
+                        for m in (out / name).rglob("_markers")]
+            for root in [out, *sub_runs]:
+                for path in map(root.joinpath, ("stats.json", "report.html", "tokens/manifest.json", "README.md",
+                                                "ablation.json", "ablation.md", "ablation.png")):
+                    if path.is_file() and not path.is_symlink() and (path.name != "README.md" or _is_card(path)):
+                        path.unlink()
         yield out
+
+
+def _is_card(path: Path) -> bool:
+    """A README.md that is refinery's dataset card of a mix (:mod:`refinery.mix.card`)."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return "built with refinery" in handle.read(1 << 16)
 
 
 def is_refinery_output(out: Path) -> bool:

@@ -148,7 +148,9 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
     nparts = max(keys.npartitions, 1)
     stage_tables = []
     dropped = None  # keys dropped by the stages so far, read back from disk
+    summary["stage_seconds"] = {}  # each stage's own clustering; the rest of `seconds` is shared
     for stage in stages:
+        began = time.perf_counter()
         if isinstance(stage, ExactKeyStage):
             alive = keys if dropped is None else _anti_join(keys, dropped)
             columns = ["key", "id", "warc_date", stage.name]
@@ -160,6 +162,7 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
             clusters = _band_clusters(stage, bands, texts, names, dropped)
         table = str(work / f"{stage.name}.parquet")
         clusters.to_parquet(table, write_index=False)
+        summary["stage_seconds"][stage.name] = round(time.perf_counter() - began, 3)
         stage_tables.append(table)
         done = dd.read_parquet(_parquet_files(stage_tables))
         dropped = done[~done["kept"]][["key"]]

@@ -44,6 +44,7 @@ class Task:
     marker: str | None = None  # the completion marker; None: the task always runs
     after: tuple[str, ...] = ()  # keys of tasks that must finish first
     result_type: type | None = None  # a Result subclass: how a stored result is read back
+    reports: bool = False  # func takes ``report=``, a callable for its progress (refinery.engine.watch)
 
 
 HASHED_UP_TO = 64 << 20  # inputs up to this size also record their sha256
@@ -147,19 +148,61 @@ def finished(task: Task):
     return result
 
 
-def run_task(task: Task, *_upstream):
-    """Runs ``task`` unless its marker says it is done; ``_upstream`` only orders it after ``task.after``."""
+def run_task(task: Task, *_upstream, files=None):
+    """Runs ``task`` unless its marker says it is done; ``_upstream`` only orders it after ``task.after``.
+    ``files`` (a :class:`refinery.engine.watch.TaskFiles`, which the engine passes) is where the task
+    keeps its progress and log; called on the driver without it, the current monitor's are used."""
+    if files is None:
+        from refinery.engine.watch import current
+
+        monitor = current()
+        if monitor is not None:
+            with monitor.phase([task]):
+                return run_task(task, *_upstream, files=monitor.files)
     done = finished(task)
     if done is not None:
+        if files is not None:
+            _record(task, files, "resumed", done)
         return done
     if task.marker is not None:
         Path(task.marker).unlink(missing_ok=True)  # a half-rewritten output never looks finished
     state = _state(task)  # the inputs' identity as they were read
-    result = task.func(*task.args)
+    if files is None:
+        result = task.func(*task.args)
+    else:
+        result = _run_watched(task, files)
     if task.marker is not None:
         from refinery.io import write_json_atomic
 
         data = result.to_dict() if isinstance(result, Result) else result
         write_json_atomic(task.marker, {**state, "key": task.key, "outputs": output_sizes(task.outputs),
                                         "result": data})
+    if files is not None:
+        _record(task, files, "done", result)
     return result
+
+
+def _run_watched(task: Task, files):
+    """``task.func`` with its log, and its ``report=`` callable when it takes one."""
+    import time
+
+    from refinery.engine.watch import Reporter, task_log
+
+    reporter = Reporter(files.progress(task.key), task.key)
+    with task_log(files.log(task.key), task.key) as log:
+        started = time.perf_counter()
+        try:
+            result = task.func(*task.args, **({"report": reporter} if task.reports else {}))
+        except BaseException:
+            reporter.write("failed", {})
+            raise
+        log.end(result, time.perf_counter() - started)
+    return result
+
+
+def _record(task: Task, files, state: str, result) -> None:
+    from refinery.engine.watch import Reporter, TaskLog, numbers
+
+    if state == "resumed":
+        TaskLog(files.log(task.key), task.key).line("resumed: its marker matches, not run again")
+    Reporter(files.progress(task.key), task.key).write(state, numbers(result))

@@ -16,6 +16,14 @@ def _size_category(documents: int) -> str:
     return "n>100M"
 
 
+def epoch_cells(source: dict) -> tuple[str, str]:
+    """A source's ``epochs`` as stats.json counts them (whole passes over it), and its tokens in
+    the mix as a multiple of its own (0.40: part of one pass; 2.50: two passes and a half). The
+    card and the report both show these two."""
+    available = source.get("available_tokens") or 0
+    return str(source["epochs"]), f"{source['tokens'] / available:.2f}" if available else "-"
+
+
 def write_dataset_card(out: Path, spec: MixSpec, stats: dict, manifest: dict) -> None:
     """OUTPUT/README.md: a Hugging Face dataset card with YAML metadata."""
     languages = sorted({lang for s in spec.sources for lang in s.languages})
@@ -28,12 +36,12 @@ def write_dataset_card(out: Path, spec: MixSpec, stats: dict, manifest: dict) ->
              f"# {spec.name}", "",
              "A pretraining mix built with refinery (RefinedWeb-style Macrodata Refinement).",
              "", "## Sources and shares (counted in tokens)", "",
-             "| source | license | languages | target share | achieved share | tokens | documents | epochs |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             ("| source | license | languages | target share | achieved share | tokens | documents | whole epochs "
+              "| passes |"), "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, s in stats["sources"].items():
         lines.append(f"| {name} | {s['license']} | {', '.join(s['languages'])} | {s['target_share']:.1%} "
                      f"| {s['achieved_share']:.2%} | {s['tokens']:,} | {s['documents']:,} | "
-                     f"{s['epochs'] + (1 if s['partial_key_threshold'] > 0 else 0)} |")
+                     f"{' | '.join(epoch_cells(s))} |")
     if stats["short"]:
         lines += ["", "**Sources that ran short of their target:**", *[f"- {line}" for line in stats["short"]]]
     for name, pipeline in stats["pipelines"].items():

@@ -6,7 +6,6 @@ whose marker matches, so a killed mix resumes where it stopped, with the same by
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import math
@@ -14,14 +13,13 @@ import os
 import time
 from pathlib import Path
 
-from refinery.config import ConfigError
-from refinery.engine import Task, finished
-from refinery.engine.output import is_own_name
+from refinery.engine import Task, finished, run_task
+from refinery.engine.output import is_own_name, remove_own
 from refinery.io import write_json_atomic
 from refinery.mix.card import write_dataset_card
 from refinery.mix.plan import plan_mix
 from refinery.mix.sources import ConvertResult, convert_curated_file, converted_paths, curated_funnels, source_files
-from refinery.mix.spec import MixSpec, SourceSpec
+from refinery.mix.spec import CheckedMix, MixSpec, SourceSpec, check_mix, source_key
 from refinery.mix.tokenize import (HeldoutTokens, ShardTokens, digest, heldout_token_files, shard_token_files,
                                    tokenize_heldout, tokenize_shard, tokenizer_task)
 from refinery.mix.write import Assigned, WrittenGroup, assign_path, assign_shard, write_output_file
@@ -80,6 +78,19 @@ def write_task(i: int, spec: MixSpec, shard_results: list[ShardTokens], tokenize
     return task
 
 
+def mix_finished_task(spec: MixSpec, shards: list[tuple[str, str]], tokenizer_hash: str, out: Path,
+                      stats: dict | None = None) -> Task:
+    """The token phase as a whole (tokenize, assign, write, summary), done once its scratch
+    ``tokens/_work/`` is removed: valid while the source shards, the tokenizer and the mix settings
+    are unchanged and the outputs keep their sizes, so a rerun of a finished mix needs no ``_work``.
+    Its result is the stats."""
+    return Task(key="mix-finished", func=lambda: stats,
+                fingerprint=digest(spec.model_dump(mode="json", exclude={"run", "output"}), tokenizer_hash),
+                inputs=tuple(path for _, path in shards),
+                outputs=tuple(str(out / p) for p in ("tokens", "documents", "stats.json", "README.md")),
+                marker=_marker(out, "finished.done"))
+
+
 def _forget_if_changed(task: Task, out: Path) -> None:
     """Removes the marker of a finished write task whose later files changed size or went away."""
     done = finished(task)
@@ -96,47 +107,39 @@ def mix_digest(spec: MixSpec, plan: dict, shard_results: list[ShardTokens], file
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
-def _curated_files(spec: MixSpec) -> list[tuple[SourceSpec, str]]:
-    found = []
-    for index, source in enumerate(s for s in spec.sources if s.paths):
-        files = sorted({p for pattern in source.paths for p in glob.glob(pattern)})
-        if not files:
-            raise ConfigError(f"sources[{index}].paths", f"no file matches {source.paths}")
-        found += [(source, f) for f in files]
-    return found
-
-
 def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, workers: int | None = None,
-                log=print) -> dict:
-    """All the steps of :mod:`refinery.mix`; returns the stats written to OUTPUT/stats.json."""
+                log=print, checked: CheckedMix | None = None) -> dict:
+    """All the steps of :mod:`refinery.mix`; returns the stats written to OUTPUT/stats.json.
+    Every source is checked first (:func:`check_mix`, unless ``checked`` is its result), so a bad
+    path or nested config fails before any pipeline runs."""
     from refinery import tokenizer as tk
-    from refinery.config import dedup_only_config, load_config, with_overrides
+    from refinery.config import dedup_only_config, with_overrides
     from refinery.engine import Engine
-    from refinery.io import InputShard, expand_inputs
+    from refinery.io import InputShard
     from refinery.paths import inside
     from refinery.pipeline.run import deduplicate, execute
 
     out = Path(out_dir)
     for source in spec.sources:  # names are checked when parsed; this guards every join below
         inside(out / "sources", source.name), inside(out / "heldout", source.name)
+    checked = checked or check_mix(spec)
     run = spec.run.model_copy(update={"workers": workers}) if workers else spec.run
     started = time.perf_counter()
     pipelines, dedup_summaries = {}, {}
     with Engine.for_run(run, scheduler) as engine:
         for source in (s for s in spec.sources if s.config):  # web sources: their own pipeline runs
-            config = load_config(source.config)
-            config = with_overrides(config, inputs=source.input, output=str(out / "sources" / source.name),
-                                    workers=run.workers)
+            config, shards = checked.pipelines[source.name]
+            config = with_overrides(config, output=str(out / "sources" / source.name), workers=run.workers)
             log(f"source {source.name}: running {source.config}")
-            pipelines[source.name] = execute(config, expand_inputs(config.spec.input.paths, config.spec.input),
-                                             str(out / "sources" / source.name), engine=engine)
+            pipelines[source.name] = execute(config, shards, str(out / "sources" / source.name), engine=engine)
 
         converted: list[ConvertResult] = engine.run([convert_task(n, f, source, out)
-                                                     for n, (source, f) in enumerate(_curated_files(spec))])
-        for source in (s for s in spec.sources if s.paths and s.dedup):
+                                                     for n, (source, f) in enumerate(checked.curated)])
+        for index, source in enumerate(spec.sources):
+            if not (source.paths and source.dedup):
+                continue
             shards = [InputShard.for_path(c.input) for c in converted if c.source == source.name]
-            config = dedup_only_config(source.name, source.dedup, run,
-                                       key=f"sources[{[s.name for s in spec.sources].index(source.name)}].dedup")
+            config = dedup_only_config(source.name, source.dedup, run, key=f"{source_key(index, source)}.dedup")
             log(f"source {source.name}: {' -> '.join(s.name for s in config.dedup)}")
             _, dedup_summaries[source.name] = deduplicate(config, shards, str(out / "sources" / source.name), engine)
 
@@ -154,6 +157,10 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
         heldout_results = engine.run([heldout_task(n, name, p, tokenizer_path, tokenizer_hash, out)
                                       for n, (name, p) in enumerate(heldout_parts)])
         shards = [(s.name, str(p)) for s in spec.sources for p in source_files(out, s.name)]
+        done = finished(mix_finished_task(spec, shards, tokenizer_hash, out))
+        if done is not None:  # nothing changed since it finished (and removed tokens/_work/)
+            log("mix: finished before with these sources and settings; nothing to do")
+            return done
         shard_results = engine.run([tokenize_task(n, name, p, tokenizer_path, tokenizer_hash, spec, out)
                                     for n, (name, p) in enumerate(shards)])
         plan = plan_mix(spec, shard_results)
@@ -172,7 +179,7 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
     outputs = [part for group in groups for part in group.parts]
     _remove_stale_outputs(out, outputs, [heldout_token_files(out, name, p) for name, p in heldout_parts])
     tokenizer = tk.load(tokenizer_path)
-    return _write_summary(spec, out, plan, outputs, shard_results, {
+    stats = _write_summary(spec, out, plan, outputs, shard_results, {
         "tokenizer": {"path": os.path.relpath(tokenizer_path, out) if str(tokenizer_path).startswith(str(out))
                       else tokenizer_path, "sha256": tokenizer_hash, "eos_id": tk.eos_id(tokenizer),
                       "vocab_size": tokenizer.get_vocab_size()},
@@ -181,6 +188,9 @@ def execute_mix(spec: MixSpec, out_dir: str, scheduler: str | None = None, worke
         "curated_files": [{**{k: v for k, v in c.to_dict().items() if k != "funnel"},
                            "path": os.path.relpath(c.path, out)} for c in converted],
         "heldout": _heldout_totals(heldout_results), "started": started})
+    remove_own(out / "tokens" / "_work")  # scratch of tokenize and assign; only the marker below resumes past it
+    run_task(mix_finished_task(spec, shards, tokenizer_hash, out, stats))
+    return stats
 
 
 def _write_summary(spec: MixSpec, out: Path, plan: dict, outputs: list[dict], shard_results: list[ShardTokens],

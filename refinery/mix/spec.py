@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import glob
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from refinery.config import ConfigError, RunConfig, _first_error, _Strict
+from refinery.config import ConfigError, RunConfig, _first_error, _Strict, named_key, resolve_paths
 from refinery.paths import PathName
+
+if TYPE_CHECKING:
+    from refinery.config import PipelineConfig
+    from refinery.io import InputShard
 
 
 def exactly_one(model, first: str, second: str, message: str):
@@ -63,11 +70,20 @@ class MixSpec(_Strict):
     run: RunConfig = RunConfig()
 
 
+MIX_PATH_KEYS = ("output", "sources[].config", "sources[].input[]", "sources[].paths[]", "tokenize.tokenizer",
+                 "sources[].dedup[].*.*_path")
+
+
 def parse_mix(raw: dict, path: str = "") -> MixSpec:
+    """``raw`` read from the mix file ``path``: its relative paths (MIX_PATH_KEYS) resolve from the
+    file's folder. Checks the config alone; :func:`check_mix` checks what it names."""
+    raw = resolve_paths(raw, MIX_PATH_KEYS, path) if isinstance(raw, dict) else raw
+    items = raw.get("sources") if isinstance(raw, dict) else None
     try:
         spec = MixSpec.model_validate(raw)
     except ValidationError as err:
-        raise _first_error(err) from None
+        error = _first_error(err)
+        raise ConfigError(named_key(error.key, "sources", items), error.message) from None
     names = [s.name for s in spec.sources]
     if len(set(names)) != len(names):
         raise ConfigError("sources", f"source names repeat: {names}")
@@ -78,27 +94,86 @@ def parse_mix(raw: dict, path: str = "") -> MixSpec:
     if spec.tokenize.tokenizer != "train" and not Path(spec.tokenize.tokenizer).exists():
         raise ConfigError("tokenize.tokenizer", f"no tokenizer at {spec.tokenize.tokenizer!r} (or use `train`)")
     for index, source in enumerate(spec.sources):
+        key = source_key(index, source)
         if source.dedup and source.config:
-            raise ConfigError(f"sources[{index}].dedup", "a pipeline source deduplicates in its own config")
+            raise ConfigError(f"{key}.dedup", "a pipeline source deduplicates in its own config")
         if source.heldout_fraction and source.config:
-            raise ConfigError(f"sources[{index}].heldout_fraction", "only curated sources (`paths`) are split")
+            raise ConfigError(f"{key}.heldout_fraction", "only curated sources (`paths`) are split")
+        if source.input is not None and not source.config:
+            raise ConfigError(f"{key}.input", "only pipeline sources (`config`) have inputs; curated files are `paths`")
         if source.dedup:
-            dedup_only_config(source.name, source.dedup, spec.run, key=f"sources[{index}].dedup")
+            dedup_only_config(source.name, source.dedup, spec.run, key=f"{key}.dedup")
     if any(v <= 0 for v in spec.mix.shares.values()) or abs(sum(spec.mix.shares.values()) - 1) > 1e-6:
         raise ConfigError("mix.shares", f"must be positive and add up to 1 (they add up to {sum(spec.mix.shares.values()):g})")
     return spec
 
 
-def preflight_mix(spec: MixSpec) -> None:
-    """`refinery.config.preflight` for every source: its pipeline config, or its dedup stages."""
-    from refinery.config import dedup_only_config, load_config, preflight
+def source_key(index: int, source: SourceSpec) -> str:
+    """How errors name a source: ``sources[2] (books)``."""
+    return f"sources[{index}] ({source.name})"  # a PathName: nothing to escape
 
+
+@dataclass(frozen=True)
+class CheckedMix:
+    """What :func:`check_mix` found: each pipeline source's config (with the source's inputs) and
+    input shards, and the curated files, in source order."""
+
+    pipelines: dict[str, tuple[PipelineConfig, list[InputShard]]]
+    curated: list[tuple[SourceSpec, str]]
+
+
+def check_mix(spec: MixSpec, preflight_stages: bool = True) -> CheckedMix:
+    """Everything a mix run would find wrong at its start, before any work: each source's pipeline
+    config parsed, its inputs expanded and its stages preflighted (models load), each curated path
+    matching files, each dedup stage preflighted. Errors name the source: ``sources[2] (books).paths``."""
+    from refinery.config import dedup_only_config, load_config, preflight, with_overrides
+    from refinery.io import expand_inputs
+
+    pipelines, curated = {}, []
     for index, source in enumerate(spec.sources):
-        key = f"sources[{index}]"
+        key = source_key(index, source)
         if source.config:
             try:
-                preflight(load_config(source.config))
+                config = load_config(source.config)
             except ConfigError as err:
                 raise ConfigError(f"{key}.config", f"{source.config}: {err}") from None
-        elif source.dedup:
-            preflight(dedup_only_config(source.name, source.dedup, spec.run, key=f"{key}.dedup"), prefix=key)
+            config = with_overrides(config, inputs=source.input)
+            try:
+                shards = expand_inputs(config.spec.input.paths, config.spec.input)
+            except ConfigError as err:
+                if source.input is None:  # the pipeline config's own inputs
+                    raise ConfigError(f"{key}.config", f"{source.config}: {err}") from None
+                raise ConfigError(err.key.replace("input.paths", f"{key}.input", 1), err.message) from None
+            if preflight_stages:
+                try:
+                    preflight(config)
+                except ConfigError as err:
+                    raise ConfigError(f"{key}.config", f"{source.config}: {err}") from None
+            pipelines[source.name] = (config, shards)
+        else:
+            curated += [(source, path) for path in curated_paths(source.paths, f"{key}.paths")]
+            if source.dedup and preflight_stages:
+                preflight(dedup_only_config(source.name, source.dedup, spec.run, key=f"{key}.dedup"), prefix=key)
+    return CheckedMix(pipelines, curated)
+
+
+def curated_paths(patterns: list[str], key: str) -> list[str]:
+    """The sorted files that ``patterns`` match (files, or folders of ``*.txt``); every pattern must
+    match one, and every file must be readable."""
+    found, unmatched = set(), []
+    for pattern in patterns:
+        matches = glob.glob(pattern)
+        if not matches:
+            unmatched.append(pattern)
+        found.update(matches)
+    if unmatched:
+        raise ConfigError(key, f"no file matches {unmatched}")
+    for path in sorted(found):
+        if not os.access(path, os.R_OK) or (os.path.isdir(path) and not os.access(path, os.X_OK)):
+            raise ConfigError(key, f"not readable: {path!r}")
+    return sorted(found)
+
+
+def preflight_mix(spec: MixSpec) -> CheckedMix:
+    """:func:`check_mix`: kept under its old name."""
+    return check_mix(spec)

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,10 +67,12 @@ class DropSampler:
                 pq.write_table(pa.Table.from_pylist(rows, schema=DROPPED_SCHEMA), tmp, compression="zstd")
 
 
-def _count_source(source: SourceStage, path: str, stats: StageStats, sampler: DropSampler) -> Iterator[Document]:
+def _count_source(source: SourceStage, path: str, stats: StageStats, sampler: DropSampler,
+                  tick: Callable[[], None] = lambda: None) -> Iterator[Document]:
     started = time.perf_counter()
     for item in source.read(path):
         stats.docs_in += 1
+        tick()
         if not _count_drop(source, item, stats, sampler):
             stats.seconds += time.perf_counter() - started
             yield item
@@ -98,6 +101,65 @@ def _count_drop(stage, item: Document | Drop, stats: StageStats, sampler: DropSa
     stats.dropped[item.reason] += 1
     sampler.offer(stage.name, item)
     return True
+
+
+REPORT_EVERY_S = 2.0  # how often a shard reports its progress while it runs
+
+
+def _local(path: str) -> str | None:
+    return None if "://" in path and not path.startswith("file://") else path.removeprefix("file://")
+
+
+def input_position(path: str) -> int | None:
+    """How far this process has read into the local file ``path``: the furthest offset of its
+    open descriptors on it, from /proc (Linux); None elsewhere, for a remote input, or when the
+    reader has it closed. A reader needs no hook for it: it is what the kernel knows."""
+    if _local(path) is None:
+        return None
+    try:
+        target = os.path.realpath(_local(path))
+        furthest = None
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") != target:
+                    continue
+                with open(f"/proc/self/fdinfo/{fd}") as info:
+                    offset = int(info.readline().split()[1])  # "pos:\t<offset>"
+            except (OSError, ValueError, IndexError):
+                continue
+            furthest = max(furthest or 0, offset)
+        return furthest
+    except OSError:
+        return None
+
+
+class _Ticker:
+    """Tells ``report`` (plain Python, given by whoever runs the shard) the records read, the
+    documents through the chain and the input bytes read, at most every REPORT_EVERY_S; it is
+    called for every record, so a slow shard still reports on time."""
+
+    def __init__(self, report: Callable[..., None], path: str, records: StageStats):
+        self.report, self.path, self.records = report, path, records
+        self.documents, self.bytes, self.due = 0, 0, time.monotonic() + REPORT_EVERY_S
+        try:
+            self.total = os.path.getsize(_local(path)) if _local(path) else None
+        except OSError:
+            self.total = None
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self.due:
+            return
+        self.due = now + REPORT_EVERY_S
+        position = input_position(self.path)
+        self.bytes = max(self.bytes, position or 0)
+        self.report(records=self.records.docs_in, documents=self.documents,
+                    **({"bytes": self.bytes, "bytes_total": self.total} if self.total and self.bytes else {}))
+
+    def count(self, docs: Iterable[Document]) -> Iterator[Document]:
+        for doc in docs:
+            self.documents += 1
+            yield doc
 
 
 @dataclass
@@ -160,20 +222,27 @@ class ShardResult(Result):
     funnel: list[dict] = field(default_factory=list)
 
 
-def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str) -> ShardResult:
-    """Runs the chain over one shard and writes its Parquet and stats atomically."""
+def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str,
+              report: Callable[..., None] | None = None) -> ShardResult:
+    """Runs the chain over one shard and writes its Parquet and stats atomically. ``report``,
+    when given, is told ``records=``, ``documents=`` (and ``bytes=``, ``bytes_total=`` of a
+    local input) every REPORT_EVERY_S while the shard runs."""
     out = Path(out_dir)
     reader, stages = build_chain(config)
     funnel = [StageStats(reader.name)] + [StageStats(stage.name) for stage in stages]
     paths = shard_paths(out, shard, bool(config.dedup))
     sampler = DropSampler(config.spec.run.dropped_samples)
     documents, size = 0, TextSize()
+    ticker = _Ticker(report, shard.path, funnel[0]) if report is not None else None
     for stage in stages:
         stage.setup()
     try:
-        stream: Iterable[Document] = _count_source(reader, shard.path, funnel[0], sampler)
+        stream: Iterable[Document] = _count_source(reader, shard.path, funnel[0], sampler,
+                                                   ticker or (lambda: None))
         for stage, stats in zip(stages, funnel[1:]):
             stream = _apply(stage, stream, stats, sampler)
+        if ticker is not None:
+            stream = ticker.count(stream)
         with atomic_path(paths["documents"]) as tmp:
             with pq.ParquetWriter(tmp, DOCUMENT_SCHEMA, compression="zstd") as writer:
                 for rows in batched(stream, config.spec.run.row_group_size):

@@ -31,6 +31,11 @@ def finalize(results: list[ShardResult], config: PipelineConfig, out_dir: str, s
             funnel += [StageStats.from_dict(s) for s in rewritten[r.shard_id].funnel]
         funnels.append(funnel)
     funnel = sum_stage_stats(funnels)
+    # the dedup stages run as corpus-wide phases, not per shard: their funnel seconds are those
+    # phases' timings shared out per stage (refinery.pipeline.run.stage_seconds)
+    dedup_seconds = (dedup_summary or {}).get("timings", {}).get("stage_seconds", {})
+    for stage in funnel:
+        stage.seconds = dedup_seconds.get(stage.stage, stage.seconds)
     keyed = {spec.name: spec.stage_class.summary_key for spec in config.stages if spec.stage_class.summary_key}
     summaries = {keyed[s.stage]: s.extra for s in funnel if s.stage in keyed}
     stats = {

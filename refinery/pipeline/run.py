@@ -41,7 +41,7 @@ def map_task(shard: InputShard, config: PipelineConfig, out: Path) -> Task:
     return Task(key=f"map-{shard.shard_id}", func=run_shard, args=(shard, config, str(out)),
                 fingerprint=config.fingerprint(), inputs=(shard.path,),
                 outputs=(str(paths["documents"]), str(paths["stats"])), marker=str(paths["marker"]),
-                result_type=ShardResult)
+                result_type=ShardResult, reports=True)
 
 
 def keys_task(shard: InputShard, config: PipelineConfig, out: Path, after: tuple[str, ...] = ()) -> Task:
@@ -145,5 +145,23 @@ def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     }
     if groups:
         summary["per_stage"] = {**summary.get("per_stage", {}), cutter.name: substring_summary(cutter, groups, applied)}
-    summary = {key: value for key, value in summary.items() if key != "seconds"}
+    timings["stage_seconds"] = stage_seconds(config, timings, summary.get("stage_seconds", {}))
+    summary = {key: value for key, value in summary.items() if key not in ("seconds", "stage_seconds")}
     return applied, {**summary, "timings": timings}
+
+
+def stage_seconds(config: PipelineConfig, timings: dict, clustering: dict[str, float]) -> dict[str, float]:
+    """The dedup phases' seconds as the funnel shows them, per dedup stage (they add up to the
+    timings): the resolution's stages get their own clustering time, and evenly the keys time and
+    the rest of the resolution (reading keys, writing clusters and drops); the span-cut stage gets
+    the substring time; every stage gets an even share of the rewrite (apply)."""
+    names = [spec.name for spec in config.dedup]
+    cutter = span_cut_stage(config)
+    resolved = [name for name in names if cutter is None or name != cutter.name] or names
+    shared = timings["resolve_seconds"] - sum(clustering.values())
+    seconds = {name: timings["apply_seconds"] / len(names) for name in names}
+    for name in resolved:
+        seconds[name] += clustering.get(name, 0.0) + (timings["keys_seconds"] + max(shared, 0.0)) / len(resolved)
+    if cutter is not None:
+        seconds[cutter.name] += timings.get("substring_seconds", 0.0)
+    return {name: round(value, 3) for name, value in seconds.items()}

@@ -22,13 +22,14 @@ from refinery.train.data import (TokenWindows, eval_windows, fixed_windows, open
 from refinery.train.loop import build_optimizer, learning_rate, pick_device, train, train_step
 from refinery.train.loss import (LOGIT_CHUNK_ELEMENTS, build_model, evaluate, evaluate_sets, linear_cross_entropy,
                                  train_loss, window_loss)
-from refinery.train.spec import EvalSet, ModelSettings, TrainSettings, TrainSpec, parse_train
+from refinery.train.spec import (EvalSet, ModelSettings, TrainSettings, TrainSpec, eval_plan, parse_train, sets_due,
+                                 trajectory)
 from refinery.train.task import run_training, training_task
 
 __all__ = [
     "EvalSet", "LOGIT_CHUNK_ELEMENTS", "ModelSettings", "TokenWindows", "TrainSettings", "TrainSpec", "build_model",
-    "build_optimizer", "eval_windows", "evaluate", "evaluate_sets", "fixed_windows", "learning_rate",
+    "build_optimizer", "eval_plan", "eval_windows", "evaluate", "evaluate_sets", "fixed_windows", "learning_rate",
     "linear_cross_entropy", "open_megatron", "open_token_folder", "parse_train", "pick_device", "plot_metrics",
-    "run_training", "train", "train_loss", "train_step", "training_task", "window_bytes", "window_loss",
-    "write_model_card",
+    "run_training", "sets_due", "train", "train_loss", "train_step", "training_task", "trajectory", "window_bytes",
+    "window_loss", "write_model_card",
 ]

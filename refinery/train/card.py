@@ -19,12 +19,13 @@ def plot_metrics(records: list[dict], path: Path, title: str) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
     left.plot([r["tokens"] for r in records], [r["train_loss"] for r in records], lw=1)
     left.set(xlabel="tokens", ylabel="train loss (nats/token)", title=title)
-    evals = [r for r in records if "eval" in r]
-    for name in (evals[0]["eval"] if evals else {}):
-        right.errorbar([r["tokens"] for r in evals], [r["eval"][name]["bits_per_byte"] for r in evals],
-                       yerr=[r["eval"][name]["bpb_stderr"] for r in evals], marker="o", ms=3, capsize=2, label=name)
+    names = list(dict.fromkeys(name for r in records for name in r.get("eval", {})))  # sets have their own steps
+    for name in names:
+        points = [r for r in records if name in r.get("eval", {})]
+        right.errorbar([r["tokens"] for r in points], [r["eval"][name]["bits_per_byte"] for r in points],
+                       yerr=[r["eval"][name]["bpb_stderr"] for r in points], marker="o", ms=3, capsize=2, label=name)
     right.set(xlabel="tokens", ylabel="held-out bits per byte", title="held-out sets")
-    if evals:
+    if names:
         right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -96,7 +97,8 @@ def write_model_card(spec: TrainSpec, summary: dict, model_dir: Path) -> None:
         f"precision {summary['dtype']}.", "",
         "### Speeds, sizes, times", "",
         f"{summary['tokens']:,} tokens in {summary['seconds']:.0f} s ({summary['tokens'] / summary['seconds']:.0f} "
-        f"tokens/s) on {summary['device']}; {summary['parameters']:,} parameters.", "",
+        f"tokens/s) on {summary['device']}, of which {summary['eval_seconds']:.0f} s evaluation "
+        f"({summary['eval_share']:.0%} of the steps' and evaluations' time); {summary['parameters']:,} parameters.", "",
         "## Evaluation", "",
         "Bits per byte (a tokenizer-independent loss: summed NLL / ln 2 / UTF-8 bytes of the predicted "
         "tokens) on each held-out set, with its standard error over eval batches:", "",

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from refinery.tokens import MEGATRON_HEADER
-from refinery.train.spec import TrainSpec
+from refinery.train.spec import TrainSpec, eval_plan
 
 
 def open_megatron(prefix: Path) -> np.ndarray:
@@ -62,11 +62,13 @@ def fixed_windows(files: list[np.ndarray], starts: list[int], seq_len: int, coun
 
 
 def eval_windows(spec: TrainSpec, data: TokenWindows) -> dict[str, np.ndarray]:
-    """Each held-out set's fixed windows: ``heldout`` (the data's tail), then the ``eval`` folders."""
-    count = spec.train.eval_batches * spec.train.batch_size
-    sets = {"heldout": data.heldout_windows(count)} if spec.train.heldout_fraction else {}
+    """Each held-out set's fixed windows (its ``batches`` times ``batch_size``): ``heldout`` (the
+    data's tail), then the ``eval`` folders."""
+    plan = eval_plan(spec)
+    sets = {"heldout": data.heldout_windows(plan["heldout"][1] * spec.train.batch_size)} if "heldout" in plan else {}
     for eval_set in spec.eval:
         files = open_token_folder(eval_set.data)
+        count = plan[eval_set.name][1] * spec.train.batch_size
         sets[eval_set.name] = fixed_windows(files, [0] * len(files), spec.model.seq_len, count)
     return sets
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
-from refinery.config import ConfigError, _first_error, _Strict
+from refinery.config import TRAIN_PATH_KEYS, ConfigError, _first_error, _Strict, resolve_paths
 from refinery.paths import DerivedPathName, PathName
 
 
@@ -41,6 +41,8 @@ class TrainSettings(_Strict):
 class EvalSet(_Strict):
     name: PathName
     data: str  # a token folder never trained on, e.g. a mix's OUTPUT/heldout/NAME
+    every: int | None = Field(default=None, ge=1)  # evaluated every this many steps; None: train.eval_every
+    batches: int | None = Field(default=None, ge=1)  # windows: batches * batch_size; None: train.eval_batches
 
 
 class TrainSpec(_Strict):
@@ -51,6 +53,64 @@ class TrainSpec(_Strict):
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
     eval: list[EvalSet] = []  # more held-out sets, besides `heldout` (the data's tail)
+
+
+EVALUATION_ONLY = ("eval_every", "eval_batches", "checkpoint_every")  # train keys a resume may change
+
+
+def eval_plan(spec: TrainSpec) -> dict[str, tuple[int, int]]:
+    """Each held-out set's ``(every, batches)``: ``heldout`` (the data's tail) takes
+    ``train.eval_every``/``eval_batches``, an ``eval`` entry its own or those."""
+    cfg = spec.train
+    plan = {"heldout": (cfg.eval_every, cfg.eval_batches)} if cfg.heldout_fraction else {}
+    for e in spec.eval:
+        plan[e.name] = (e.every or cfg.eval_every, e.batches or cfg.eval_batches)
+    return plan
+
+
+def sets_due(plan: dict[str, tuple[int, int]], step: int, total_steps: int) -> list[str]:
+    """The sets evaluated after ``step``: those whose ``every`` divides it, and all at the last step."""
+    return [name for name, (every, _) in plan.items() if step == total_steps or step % every == 0]
+
+
+def trajectory(spec: TrainSpec, device: str) -> dict:
+    """What a checkpoint's training path depends on, as plain values (a ``weights_only`` checkpoint
+    holds it): the model, the train settings but evaluation-only ones, the device it ran on, and
+    the identity of the token files and tokenizer (names and sizes; the tokenizer's sha256)."""
+    from refinery import tokenizer as tk
+
+    train = spec.train.model_dump(exclude={*EVALUATION_ONLY, "device"})  # the device: as resolved ("auto")
+    files = sorted(p for p in Path(spec.data).glob("*") if p.suffix in (".bin", ".idx"))
+    return {"model": spec.model.model_dump(), "train": {**train, "device": device},
+            "data": {"files": [[p.name, p.stat().st_size] for p in files]},
+            "tokenizer": {"sha256": tk.file_hash(spec.tokenizer)}}
+
+
+def check_trajectory(stored: dict | None, current: dict, path: Path) -> None:
+    """Refuses (exit 2, one line naming the keys) to resume from a checkpoint whose training path
+    differs from the config's; evaluation and checkpoint settings may change."""
+    if stored is None:
+        raise ConfigError("output", f"{str(path)!r} records no settings (written by an older refinery): it cannot "
+                                    f"be checked against this config; train again with --force")
+    old, new = _flat(stored), _flat(current)
+    changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+    if changed:
+        shown = ", ".join(key if isinstance(new.get(key), list) else f"{key} {old.get(key)!r} -> {new.get(key)!r}"
+                          for key in changed[:6])
+        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        raise ConfigError(changed[0].split(".")[0], f"the checkpoint {str(path)!r} was trained with other settings "
+                                                    f"({shown}{more}); resuming would mix two runs: restore them, "
+                                                    f"or train again with --force")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -68,7 +128,9 @@ def load_checkpoint(path: Path) -> dict:
                                     f"({first}); remove it, or train again with --force") from None
 
 
-def parse_train(raw: dict) -> TrainSpec:
+def parse_train(raw: dict, path: str = "") -> TrainSpec:
+    """The training spec; relative paths in it resolve from the folder of the file at ``path``."""
+    raw = resolve_paths(raw, TRAIN_PATH_KEYS, path) if isinstance(raw, dict) else raw
     try:
         spec = TrainSpec.model_validate(raw)
     except ValidationError as err:

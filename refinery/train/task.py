@@ -11,13 +11,14 @@ from refinery.train.loop import train
 from refinery.train.spec import TrainSpec
 
 
-def training_task(spec: TrainSpec, out_dir: str, log=print) -> Task:
+def training_task(spec: TrainSpec, out_dir: str, log=print, fresh: bool = False) -> Task:
     """`train` as a task: keyed by the spec, reading its token folders and tokenizer, writing the
-    model, train.json and metrics.jsonl; the marker is ``OUT/_markers/train.done``."""
+    model, train.json and metrics.jsonl; the marker is ``OUT/_markers/train.done``. ``fresh``
+    (``--force``): an interrupted run's checkpoint is removed and training starts at step 0."""
     fingerprint = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True).encode()).hexdigest()
     inputs = (*_token_files(spec.data), *(p for e in spec.eval for p in _token_files(e.data)), spec.tokenizer)
     outputs = tuple(os.path.join(out_dir, name) for name in ("model", "train.json", "metrics.jsonl"))
-    return Task(key=f"train:{spec.name}", func=train, args=(spec, out_dir, log), fingerprint=fingerprint,
+    return Task(key=f"train:{spec.name}", func=train, args=(spec, out_dir, log, fresh), fingerprint=fingerprint,
                 inputs=inputs, outputs=outputs, marker=os.path.join(out_dir, "_markers", "train.done"))
 
 
@@ -28,9 +29,10 @@ def _token_files(folder: str) -> list[str]:
     return sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith((".bin", ".idx")))
 
 
-def run_training(spec: TrainSpec, out_dir: str, log=print) -> dict:
-    """`train`'s summary; the stored one, without training, when the run has finished already."""
-    task = training_task(spec, out_dir, log)
+def run_training(spec: TrainSpec, out_dir: str, log=print, fresh: bool = False) -> dict:
+    """`train`'s summary; the stored one, without training, when the run has finished already
+    (``fresh`` trains from step 0 once the caller has cleared the marker, as ``--force`` does)."""
+    task = training_task(spec, out_dir, log, fresh)
     if finished(task) is not None:
         log(f"train: {out_dir} is finished already (marker {task.marker}); not trained again")
     return run_task(task)
