@@ -166,7 +166,7 @@ def run_task(task: Task, *_upstream, files=None):
         return done
     if task.marker is not None:
         Path(task.marker).unlink(missing_ok=True)  # a half-rewritten output never looks finished
-    state = _state(task)  # the inputs' identity as they were read
+    state = _state(task) if task.marker is not None else None  # the inputs' identity as they were read
     if files is None:
         result = task.func(*task.args)
     else:
