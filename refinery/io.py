@@ -27,11 +27,12 @@ class InputShard:
     shard_id: str  # stable, file-system-safe name for this shard's outputs
 
     @staticmethod
-    def for_path(path: str) -> InputShard:
+    def for_path(path: str, named: str | None = None) -> InputShard:
+        """The digest in ``shard_id`` covers ``named`` (see :func:`input_names`), else ``path``."""
         base = re.sub(r"[^A-Za-z0-9._-]", "_", path.rstrip("/").rsplit("/", 1)[-1])
         for suffix in (".gz", ".warc", ".arc"):
             base = base.removesuffix(suffix)
-        digest = hashlib.sha1(path.encode()).hexdigest()[:8]
+        digest = hashlib.sha1((path if named is None else named).encode()).hexdigest()[:8]
         return InputShard(path=path, shard_id=f"{base}-{digest}")
 
 
@@ -39,18 +40,41 @@ def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+def input_names(paths: list[str]) -> dict[str, str]:
+    """What each shard's name digest covers: a URL as it is; a local file by its last two path
+    components (``web/dev-00000.warc.gz``), more where two inputs would share them. So a checkout
+    moved elsewhere (or reached through a symlink) writes the same names and dedup keys."""
+    local = [p for p in paths if not is_remote(p)]
+    names = {p: p for p in paths if is_remote(p)}
+    parts = {p: Path(p).parts for p in local}
+    depth = 2
+    while local:
+        tails = {p: "/".join(parts[p][-depth:]) for p in local}
+        counts: dict[str, int] = {}
+        for tail in tails.values():
+            counts[tail] = counts.get(tail, 0) + 1
+        unique = [p for p in local if counts[tails[p]] == 1 or depth >= len(parts[p])]
+        names.update({p: tails[p] for p in unique})
+        local = [p for p in local if p not in names]
+        depth += 1
+    return names
+
+
 def expand_inputs(patterns: list[str], config: InputConfig | None = None) -> list[InputShard]:
     """Resolves globs and URLs into a sorted, de-duplicated shard list; raises ConfigError.
     ``config`` (the ``input:`` section) bounds the waits on remote inputs."""
     paths: list[str] = []
+    sample_names: dict[str, str] = {}
     for index, pattern in enumerate(patterns):
         key = f"input.paths[{index}]"
         if pattern.startswith(SAMPLE_SCHEME):
             name = pattern.removeprefix(SAMPLE_SCHEME)
             try:
-                paths.extend(materialise(name))
+                shards = materialise(name)
             except KeyError:
                 raise ConfigError(key, f"unknown embedded sample {pattern!r}") from None
+            paths.extend(shards)
+            sample_names.update({path: f"{SAMPLE_SCHEME}{os.path.basename(path)}" for path in shards})
             continue
         if is_remote(pattern):
             paths.extend(_expand_remote(pattern, key, _settings(config)))
@@ -65,7 +89,8 @@ def expand_inputs(patterns: list[str], config: InputConfig | None = None) -> lis
                 raise ConfigError(key, f"input is not readable: {match!r}")
         paths.extend(os.path.abspath(m) for m in matches)
     unique = sorted(set(paths))
-    return [InputShard.for_path(p) for p in unique]
+    names = input_names(unique) | sample_names
+    return [InputShard.for_path(p, names[p]) for p in unique]
 
 
 def _expand_remote(url: str, key: str, config: InputConfig) -> list[str]:

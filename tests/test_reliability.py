@@ -409,3 +409,22 @@ def test_a_file_size_limit_mid_write_exits_2_without_half_written_files(tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     assert documents(out) == documents(local_run)
     assert funnel(out) == funnel(local_run)
+
+
+def test_shard_names_do_not_depend_on_where_the_checkout_or_the_cache_lies(tmp_path, monkeypatch):
+    """Output names and dedup keys carry the shard id: a moved checkout (CI clones elsewhere) or
+    another machine's sample cache must not change them; same-named files still get distinct ids."""
+    from refinery.io import expand_inputs
+
+    def shard_ids(root: Path) -> list[str]:
+        files = ["data/a.warc.gz", "data/more/a.warc.gz", "x/same/b.warc.gz", "y/same/b.warc.gz"]
+        for name in files:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(b"x")
+        monkeypatch.setenv("REFINERY_CACHE", str(root / "cache"))
+        shards = expand_inputs([*(str(root / name) for name in files), "sample://english"])
+        return [shard.shard_id for shard in shards]
+
+    here, elsewhere = shard_ids(tmp_path / "one"), shard_ids(tmp_path / "two" / "deeper")
+    assert here == elsewhere
+    assert len(set(here)) == len(here) == 6
