@@ -395,37 +395,62 @@ def _child_datatrove(data_dir: str, out: str, workers: int) -> dict:
 # memory: copies and the child
 # ---------------------------------------------------------------------------------------------
 
-def _copy_shard(src: str, dest: str, copies: int) -> tuple[int, float]:
-    """Writes `copies` renamed copies of one WARC file: copy{k}-<name>. Returns (records, seconds)."""
-    import io
-    import uuid
+def fast_gzip() -> None:
+    """Makes warcio compress at level 1 instead of 9: enough for a temp copy, and much faster."""
     import zlib
-    from urllib.parse import urlsplit, urlunsplit
 
     import warcio.warcwriter as ww
-    from warcio.archiveiterator import ArchiveIterator
-    from warcio.recordloader import ArcWarcRecord
-    from warcio.statusandheaders import StatusAndHeaders
 
-    class FastGzip(ww.GzippingWrapper):  # warcio compresses at level 9; level 1 is enough for a temp copy
+    class FastGzip(ww.GzippingWrapper):
         def __init__(self, out):
             super().__init__(out)
             self.compressor = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS + 16)
 
     ww.GzippingWrapper = FastGzip
-    started = time.perf_counter()
-    name = os.path.basename(src)
-    handles = [open(os.path.join(dest, f"copy{k}-{name}"), "wb") for k in range(copies)]
-    writers = [ww.WARCWriter(h, gzip=True) for h in handles]
 
-    def new_id(value: str, k: int) -> str:
+
+def renamed_record(record, block: bytes, k: int):
+    """Copy `k` of a WARC record (read with no_record_parse, `block` its raw payload): its
+    WARC-Target-URI host becomes `copy{k}.<host>` and its WARC-Record-ID (and any
+    WARC-Concurrent-To / WARC-Refers-To / WARC-Warcinfo-ID) uuid5(copy k, old id)."""
+    import io
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    from warcio.recordloader import ArcWarcRecord
+    from warcio.statusandheaders import StatusAndHeaders
+
+    def new_id(value: str) -> str:
         return f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'copy{k}:{value.strip()}')}>"
 
-    def new_url(url: str, k: int) -> str:
+    def new_url(url: str) -> str:
         parts = urlsplit(url)
         user, at, hostport = parts.netloc.rpartition("@")
         return urlunsplit(parts._replace(netloc=f"{user}{at}copy{k}.{hostport}")) if hostport else url
 
+    headers = []
+    for key, value in record.rec_headers.headers:
+        low = key.lower()
+        if low == "warc-target-uri":
+            value = new_url(value)
+        elif low in ("warc-record-id", "warc-concurrent-to", "warc-refers-to", "warc-warcinfo-id"):
+            value = new_id(value)
+        headers.append((key, value))
+    rec_headers = StatusAndHeaders(record.rec_headers.statusline, headers, protocol=record.rec_headers.protocol)
+    return ArcWarcRecord(record.format, record.rec_type, rec_headers, io.BytesIO(block), None, record.content_type,
+                         record.length)
+
+
+def _copy_shard(src: str, dest: str, copies: int) -> tuple[int, float]:
+    """Writes `copies` renamed copies of one WARC file: copy{k}-<name>. Returns (records, seconds)."""
+    import warcio.warcwriter as ww
+    from warcio.archiveiterator import ArchiveIterator
+
+    fast_gzip()
+    started = time.perf_counter()
+    name = os.path.basename(src)
+    handles = [open(os.path.join(dest, f"copy{k}-{name}"), "wb") for k in range(copies)]
+    writers = [ww.WARCWriter(h, gzip=True) for h in handles]
     records = 0
     try:
         with open(src, "rb") as handle:
@@ -433,18 +458,7 @@ def _copy_shard(src: str, dest: str, copies: int) -> tuple[int, float]:
                 block = record.raw_stream.read()
                 records += 1
                 for k, writer in enumerate(writers):
-                    headers = []
-                    for key, value in record.rec_headers.headers:
-                        low = key.lower()
-                        if low == "warc-target-uri":
-                            value = new_url(value, k)
-                        elif low in ("warc-record-id", "warc-concurrent-to", "warc-refers-to", "warc-warcinfo-id"):
-                            value = new_id(value, k)
-                        headers.append((key, value))
-                    rec_headers = StatusAndHeaders(record.rec_headers.statusline, headers,
-                                                   protocol=record.rec_headers.protocol)
-                    writer.write_record(ArcWarcRecord(record.format, record.rec_type, rec_headers, io.BytesIO(block),
-                                                      None, record.content_type, record.length))
+                    writer.write_record(renamed_record(record, block, k))
     finally:
         for h in handles:
             h.close()

@@ -1,4 +1,5 @@
-"""refinery.lsh: band rows, candidate edges, connected components and the drop list, on Dask."""
+"""refinery.engine.lsh and refinery.bandfile: band files, bucket edges, connected components and the
+drop list, on Dask."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from refinery.engine.lsh import candidate_edges, connected_components, duplicates_to_drop
-from refinery.pipeline.keys import band_rows
+from refinery.bandfile import BandWriter, band_file_info, read_band
+from refinery.engine.lsh import band_edges, band_tasks, bucket_edges, connected_components, duplicates_to_drop
 from refinery.minhash import MinHasher
 
 
@@ -32,10 +33,32 @@ def _keys(n_docs: int, bands: int, shared: dict[int, list[int]], seed: int = 0) 
     return keys
 
 
-def _bands_frame(table: pa.Table, npartitions: int, seed: int = 0) -> dd.DataFrame:
-    df = table.to_pandas()
-    df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # input order must not matter
-    return dd.from_pandas(df, npartitions=npartitions, sort=False)
+def _write_bands(path, keys: np.ndarray, chunk_rows: int = 3, key_bytes: int = 8) -> str:
+    with open(path, "wb") as file:
+        writer = BandWriter(file, keys.shape[1], chunk_rows, key_bytes)
+        for start in range(0, len(keys), chunk_rows):
+            writer.write(keys[start:start + chunk_rows])
+        writer.close()
+    return str(path)
+
+
+def _candidate_edges(folder, ids: list[str], keys: np.ndarray, shards: int = 1, max_task_bytes: int = 2**28,
+                     dropped: list[str] = ()) -> dd.DataFrame:
+    """band_edges over ``shards`` band files (documents in id order, so numbers order like ids),
+    with the numbers mapped back to ids."""
+    order = np.argsort(ids, kind="stable")
+    ids, keys = [ids[i] for i in order], keys[order]
+    files, numbers = [], {}
+    for index, rows in enumerate(np.array_split(np.arange(len(ids)), shards)):
+        files.append(_write_bands(folder / f"s{index}.bands", keys[rows]))
+        numbers.update({(index << 32) | row: ids[i] for row, i in enumerate(rows)})
+    gone = None
+    if dropped:
+        gone = str(folder / "dropped.parquet")
+        pd.DataFrame({"doc": [n for n, i in numbers.items() if i in dropped]}, dtype="int64").to_parquet(gone)
+    edges = band_edges(files, len(ids), keys.shape[1], max_task_bytes, gone)
+    return edges.map_partitions(lambda part: part.apply(lambda c: c.map(numbers)).astype(object),
+                                meta=pd.DataFrame({"id": pd.Series(dtype=object), "kept": pd.Series(dtype=object)}))
 
 
 def _rows(ddf: dd.DataFrame) -> list[tuple]:
@@ -64,37 +87,60 @@ IDS = ["a", "b", "c", "d", "e", "f"]
 SHARED = {0: [0, 1], 3: [1, 2], 1: [3, 4]}
 
 
-# --- band_rows --------------------------------------------------------------------------------
+# --- band files -------------------------------------------------------------------------------
 
-def test_band_rows_layout():
-    keys = np.arange(12, dtype=np.uint64).reshape(3, 4)
-    t = band_rows(["x", "y", "z"], keys)
-    assert t.column_names == ["band", "key", "id"]
-    assert t.schema.field("band").type == pa.int32()
-    assert t.schema.field("key").type == pa.uint64()
-    assert t.schema.field("id").type == pa.string()
-    assert t.num_rows == 12
-    assert t["band"].to_pylist() == [0, 1, 2, 3] * 3
-    assert t["key"].to_pylist() == list(range(12))
-    assert t["id"].to_pylist() == ["x"] * 4 + ["y"] * 4 + ["z"] * 4
+@pytest.mark.parametrize("documents, chunk_rows", [(0, 4), (1, 4), (7, 3), (8, 4), (9, 10)])
+@pytest.mark.parametrize("key_bytes", [8, 5])
+def test_a_band_file_gives_back_each_band_in_document_order(tmp_path, documents, chunk_rows, key_bytes):
+    keys = np.random.default_rng(documents).integers(0, 2**64 - 1, size=(documents, 6), dtype=np.uint64)
+    path = tmp_path / "s.bands"
+    with open(path, "wb") as file:
+        writer = BandWriter(file, 6, chunk_rows, key_bytes)
+        for start in range(0, documents, chunk_rows):
+            writer.write(keys[start:start + chunk_rows])
+        writer.close()
+    assert band_file_info(path) == (documents, 6, key_bytes, chunk_rows)
+    assert path.stat().st_size == 32 + documents * 6 * key_bytes  # nothing but the keys
+    mask = np.uint64(2 ** (8 * key_bytes) - 1) if key_bytes < 8 else np.uint64(2**64 - 1)
+    for band in range(6):
+        assert np.array_equal(read_band(path, band), keys[:, band] & mask)
 
 
-def test_band_rows_validates():
-    with pytest.raises(ValueError):
-        band_rows(["x"], np.zeros((2, 3), dtype=np.uint64))
-    with pytest.raises(ValueError):
-        band_rows(["x"], np.zeros((1, 3), dtype=np.int64))
-    with pytest.raises(ValueError):
-        band_rows(["x"], np.zeros(3, dtype=np.uint64))
-    assert band_rows([], np.zeros((0, 5), dtype=np.uint64)).num_rows == 0
+def test_a_band_writer_refuses_what_it_cannot_lay_out(tmp_path):
+    with open(tmp_path / "s.bands", "wb") as file:
+        writer = BandWriter(file, 4, 2)
+        with pytest.raises(ValueError):
+            writer.write(np.zeros((2, 3), dtype=np.uint64))  # wrong number of bands
+        with pytest.raises(ValueError):
+            writer.write(np.zeros((2, 4), dtype=np.int64))
+        with pytest.raises(ValueError):
+            writer.write(np.zeros((3, 4), dtype=np.uint64))  # more than a chunk
+        writer.write(np.zeros((1, 4), dtype=np.uint64))
+        with pytest.raises(ValueError):
+            writer.write(np.zeros((2, 4), dtype=np.uint64))  # only the last chunk may be short
+
+
+def test_bucket_edges_link_each_member_to_the_lowest():
+    keys = np.array([5, 9, 5, 7, 5, 9], dtype=np.uint64)
+    docs = np.array([40, 11, 12, 13, 30, 50], dtype=np.int64)
+    ids, kept = bucket_edges(keys, docs)
+    assert sorted(zip(ids.tolist(), kept.tolist())) == [(30, 12), (40, 12), (50, 11)]
+
+
+def test_band_tasks_bound_what_one_task_holds():
+    assert band_tasks(450, 1000, 2**28) == [band_tasks(450, 1000, 2**28)[0]]  # all bands in one task
+    tasks = band_tasks(450, 10**6, 2**28)
+    assert sorted(b for t in tasks for b in t.bands) == list(range(450))
+    assert all(len(t.bands) * 36 * 10**6 <= 2**28 for t in tasks)
+    split = band_tasks(4, 10**8, 2**28)
+    assert {t.splits for t in split} == {14} and len(split) == 4 * 14
 
 
 # --- the small planted example ----------------------------------------------------------------
 
 @pytest.mark.parametrize("npartitions", [1, 3, 7])
-def test_small_example(npartitions):
-    bands = _bands_frame(band_rows(IDS, _keys(6, 8, SHARED)), npartitions)
-    edges = candidate_edges(bands)
+def test_small_example(tmp_path, npartitions):
+    edges = _candidate_edges(tmp_path, IDS, _keys(6, 8, SHARED), shards=min(npartitions, 6))
     assert _rows(edges) == [("b", "a"), ("c", "b"), ("e", "d")]
     comps = connected_components(edges)
     assert list(comps.columns) == ["id", "cluster"]
@@ -104,25 +150,26 @@ def test_small_example(npartitions):
     assert _rows(drops) == [("b", "a"), ("c", "a"), ("e", "d")]
 
 
-def test_edges_are_deduplicated_and_star_shaped():
+def test_edges_are_deduplicated_and_star_shaped(tmp_path):
     # a, b, c share bands 0, 2 and 5 (three buckets, same star); c, d share band 7
     shared = {0: [0, 1, 2], 2: [0, 1, 2], 5: [2, 1, 0], 7: [0, 3]}
-    bands = _bands_frame(band_rows(["c", "a", "b", "d"], _keys(4, 8, shared)), 4)
-    assert _rows(candidate_edges(bands)) == [("b", "a"), ("c", "a"), ("d", "c")]
-    assert _rows(connected_components(candidate_edges(bands))) == [
+    edges = _candidate_edges(tmp_path, ["c", "a", "b", "d"], _keys(4, 8, shared), shards=4, max_task_bytes=200)
+    assert _rows(edges) == [("b", "a"), ("c", "a"), ("d", "c")]
+    assert _rows(connected_components(edges)) == [
         ("a", "a"), ("b", "a"), ("c", "a"), ("d", "a")]
 
 
-def test_identical_results_across_partitionings():
+def test_identical_results_across_partitionings(tmp_path):
     rng = np.random.default_rng(5)
     n, nb = 60, 16
     ids = [f"doc-{i:03d}" for i in rng.permutation(n)]
     shared = {int(b): sorted(rng.choice(n, size=int(rng.integers(2, 4)), replace=False).tolist())
               for b in rng.choice(nb, size=10, replace=False)}
-    table = band_rows(ids, _keys(n, nb, shared, seed=7))
+    keys = _keys(n, nb, shared, seed=7)
     results = []
     for p in (1, 3, 7):
-        edges = candidate_edges(_bands_frame(table, p, seed=p))
+        (tmp_path / str(p)).mkdir()
+        edges = _candidate_edges(tmp_path / str(p), ids, keys, shards=p, max_task_bytes=36 * n * p)
         comps = connected_components(edges)
         results.append((_rows(edges), _rows(comps), _rows(duplicates_to_drop(comps))))
     assert results[0] == results[1] == results[2]
@@ -132,9 +179,14 @@ def test_identical_results_across_partitionings():
     assert results[0][1] == sorted(ref.items())
 
 
-def test_no_edges():
-    bands = _bands_frame(band_rows(IDS, _keys(6, 8, {})), 3)
-    edges = candidate_edges(bands)
+def test_documents_dropped_earlier_take_no_part(tmp_path):
+    """a, b, c share a bucket; with a dropped by an earlier stage, b centres it (no edge through a)."""
+    edges = _candidate_edges(tmp_path, IDS, _keys(6, 8, {0: [0, 1, 2], 1: [0, 3]}), shards=2, dropped=["a"])
+    assert _rows(edges) == [("c", "b")]
+
+
+def test_no_edges(tmp_path):
+    edges = _candidate_edges(tmp_path, IDS, _keys(6, 8, {}), shards=3)
     assert _rows(edges) == []
     comps = connected_components(edges)
     assert _rows(comps) == []
@@ -184,7 +236,7 @@ def _paragraph(rng: np.random.Generator, words: list[str], n: int) -> str:
     return " ".join(rng.choice(words, size=n))
 
 
-def test_end_to_end_with_minhash_finds_planted_pair():
+def test_end_to_end_with_minhash_finds_planted_pair(tmp_path):
     rng = np.random.default_rng(2024)
     vocab = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=int(rng.integers(3, 9))))
              for _ in range(2000)]
@@ -199,8 +251,7 @@ def test_end_to_end_with_minhash_finds_planted_pair():
     mh = MinHasher()  # 9000 permutations, 450 bands x 20 rows
     assert (mh.bands, mh.rows) == (450, 20)
     keys = mh.band_keys(mh.signatures([texts[i] for i in ids]))
-    bands = _bands_frame(band_rows(ids, keys), 3)
-    edges = candidate_edges(bands)
+    edges = _candidate_edges(tmp_path, ids, keys, shards=3)
     assert _rows(edges) == [("doc-07", "doc-03")]
     comps = connected_components(edges)
     assert _rows(comps) == [("doc-03", "doc-03"), ("doc-07", "doc-03")]

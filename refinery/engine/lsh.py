@@ -1,43 +1,40 @@
-"""LSH clustering for the fuzzy dedup, as partitioned Dask dataframe operations.
+"""LSH clustering for the fuzzy dedup: band buckets read by band, components as Dask dataframes.
 
-:mod:`refinery.minhash` turns each document into ``bands`` uint64 LSH keys. This module turns those
-keys into the documents to drop, without any process ever holding all keys, all edges or all
-labels. Every step is a Dask dataframe operation: shuffles (hash repartitions) followed by
-per-partition pandas work.
+:mod:`refinery.minhash` turns each document into ``bands`` uint64 LSH keys; the keys phase writes
+them per shard, band-major (:mod:`refinery.bandfile`). This module turns them into the documents
+to drop, without any process holding all keys, all edges or all labels.
 
-1. :func:`refinery.pipeline.keys.band_rows` lays out one shard's keys as a long Arrow table, one row per (doc, band), with
-   columns ``band``, ``key`` and ``id``. The pipeline writes one such table per input shard.
-2. :func:`candidate_edges` shuffles the rows on ``(band, key)``, so that every bucket (documents
-   sharing one band key) lands whole in one partition. Each bucket of two or more documents gives
-   star edges from its lowest id to each other member. The edges are then shuffled on ``id`` and
+Documents are int64 numbers, ``shard index << 32 | row``: unique by construction, 8 bytes, and
+cheap to sort. Which document of a component is kept is decided later, on the internal key
+(:func:`refinery.engine.resolve`): a component does not depend on which member centres a bucket.
+
+1. :func:`band_edges`: one task per group of bands reads that band of every shard (one strided
+   read each), sorts the keys and emits, for each bucket of two or more documents, star edges from
+   its lowest number to each other member. No shuffle moves band rows, and a key that occurs once
+   (most of them) is dropped in the task that reads it. The edges are shuffled on ``id`` and
    de-duplicated per partition. Output columns: ``id``, ``kept``, with ``kept < id``.
-3. :func:`connected_components` labels each document that appears in an edge with the lowest id
-   of its connected component. It is iterative (large-star / small-star rounds, see its
+2. :func:`connected_components` labels each document that appears in an edge with the lowest
+   number of its connected component. It is iterative (large-star / small-star rounds, see its
    docstring): each round is two shuffles and per-partition pandas work on the edge list, and the
    only thing the driver receives is one integer per round, the number of nodes not yet settled.
-4. :func:`duplicates_to_drop` keeps the lowest id of each component and lists the others, with the
-   kept document's id.
+3. :func:`duplicates_to_drop` keeps the lowest of each component and lists the others.
 
-"Lowest id" is the ordinary string order (code point order, the same as UTF-8 byte order), so
-the results are deterministic: they do not depend on the number of partitions, on the order of the
-input rows or on the scheduler. Only the row order of the outputs is unspecified; sort them if it
-matters.
-
-Memory: every step works on one partition at a time (or, in a shuffle, on one piece of one).
-One task holds one hash partition of the rows or edges, so a whole LSH bucket (all documents with
-one band key) and, in :func:`connected_components`, all neighbours of one node are in one task.
-A huge bucket (e.g. one boilerplate page copied a million times) is therefore one big task. No
-function computes anything on the driver except :func:`connected_components`'s one integer per
-round. Without a ``distributed`` client Dask's default shuffle method is ``"disk"``; set
-``dataframe.shuffle.method`` (``"tasks"`` for small data, ``"p2p"`` with a cluster) to suit.
+Memory: a band task holds ``bands_per_task`` bands of the whole corpus (12 bytes per document and
+band, about 3x that while sorting) or, with ``splits`` > 1, the keys of one key range of one band;
+:func:`band_tasks` sizes both from ``max_task_bytes``. A huge bucket (one boilerplate page copied a
+million times) is one sorted run in one task, which is fine. Nothing is computed on the driver but
+:func:`connected_components`'s one integer per round.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 
-__all__ = ["candidate_edges", "connected_components", "duplicates_to_drop"]
+__all__ = ["band_edges", "band_tasks", "bucket_edges", "connected_components", "duplicates_to_drop"]
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -54,47 +51,88 @@ def _labels_meta(dtype, name: str = "label") -> pd.DataFrame:
     return pd.DataFrame({"id": pd.Series(dtype=dtype), name: pd.Series(dtype=dtype)})
 
 
-def _bucket_star_edges(part: pd.DataFrame) -> pd.DataFrame:
-    """Star edges of every bucket wholly inside ``part``: (other id, lowest id of the bucket)."""
-    if part.empty:
-        return _edges_meta(part["id"].dtype)
-    kept = part.groupby(["band", "key"], sort=False)["id"].transform("min")
-    mask = (part["id"] != kept).to_numpy()
-    out = pd.DataFrame({"id": part["id"].to_numpy()[mask], "kept": kept.to_numpy()[mask]})
-    out = out.astype({"id": part["id"].dtype, "kept": part["id"].dtype})
-    return out.drop_duplicates(ignore_index=True)
+def bucket_edges(keys: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Star edges of every bucket (documents sharing a key): ``(member, lowest member)`` for each
+    member but the lowest. ``keys`` uint64 and ``docs`` int64 are parallel arrays; a document
+    appears at most once per key."""
+    order = np.lexsort((docs, keys))
+    keys, docs = keys[order], docs[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    starts = np.flatnonzero(first)
+    group = np.cumsum(first) - 1
+    members = ~first  # a bucket's non-first rows; singletons have none
+    return docs[members], docs[starts][group[members]]
 
 
 def _drop_duplicate_rows(part: pd.DataFrame) -> pd.DataFrame:
     return part.drop_duplicates(ignore_index=True)
 
 
-# --- 2. candidate edges -----------------------------------------------------------------------
+# --- 1. candidate edges -----------------------------------------------------------------------
 
-def candidate_edges(bands: dd.DataFrame) -> dd.DataFrame:
-    """Star edges of every LSH bucket with two or more documents, de-duplicated.
+@dataclass(frozen=True)
+class BandTask:
+    """Which bands one task reads (and which key range of them: ``key % splits == split``)."""
 
-    ``bands`` has columns ``band``, ``key`` and ``id`` (e.g. :func:`band_rows` tables read with
-    :func:`dask.dataframe.read_parquet`). It is shuffled on ``(band, key)``; each partition then
-    groups its rows by bucket and emits, for each bucket, an edge from its lowest id to each other
-    id in it. The same pair can come from several buckets in different partitions, so the edges
-    are shuffled on ``id`` and de-duplicated per partition.
-
-    Returns a dataframe with columns ``id`` and ``kept`` (``kept < id``, the bucket's lowest id),
-    one row per distinct edge.
-    """
-    missing = {"band", "key", "id"} - set(bands.columns)
-    if missing:
-        raise ValueError(f"bands is missing columns {sorted(missing)}")
-    dtype = _id_dtype(bands, "id")
-    nparts = bands.npartitions
-    by_bucket = bands[["band", "key", "id"]].shuffle(on=["band", "key"], npartitions=nparts)
-    edges = by_bucket.map_partitions(_bucket_star_edges, meta=_edges_meta(dtype))
-    return edges.shuffle(on="id", npartitions=nparts).map_partitions(
-        _drop_duplicate_rows, meta=_edges_meta(dtype))
+    bands: tuple[int, ...]
+    split: int = 0
+    splits: int = 1
 
 
-# --- 3. connected components ------------------------------------------------------------------
+def band_tasks(bands: int, documents: int, max_task_bytes: int) -> list[BandTask]:
+    """Tasks that read all ``bands``, each holding at most about ``max_task_bytes`` (36 bytes per
+    document and band: key, number and the sort's copies)."""
+    per_band = max(documents, 1) * 36
+    if per_band <= max_task_bytes:
+        size = max(1, min(bands, max_task_bytes // per_band))
+        return [BandTask(tuple(range(b, min(b + size, bands)))) for b in range(0, bands, size)]
+    splits = -(-per_band // max_task_bytes)
+    return [BandTask((b,), s, splits) for b in range(bands) for s in range(splits)]
+
+
+def _band_task_edges(task: BandTask, band_files: tuple[str, ...], dropped: str | None) -> pd.DataFrame:
+    from refinery.bandfile import read_band
+
+    gone = np.sort(pd.read_parquet(dropped)["doc"].to_numpy(dtype=np.int64)) if dropped else None
+    found = []
+    for band in task.bands:
+        keys, docs = [], []
+        for index, path in enumerate(band_files):
+            shard_keys = read_band(path, band)
+            shard_docs = (np.int64(index) << np.int64(32)) | np.arange(len(shard_keys), dtype=np.int64)
+            if task.splits > 1:
+                mine = shard_keys % np.uint64(task.splits) == np.uint64(task.split)
+                shard_keys, shard_docs = shard_keys[mine], shard_docs[mine]
+            keys.append(shard_keys)
+            docs.append(shard_docs)
+        keys, docs = np.concatenate(keys), np.concatenate(docs)
+        if gone is not None and len(gone):
+            alive = ~np.isin(docs, gone, assume_unique=True)
+            keys, docs = keys[alive], docs[alive]
+        found.append(bucket_edges(keys, docs))
+    ids = np.concatenate([f[0] for f in found]) if found else np.empty(0, np.int64)
+    kept = np.concatenate([f[1] for f in found]) if found else np.empty(0, np.int64)
+    return pd.DataFrame({"id": ids, "kept": kept}).drop_duplicates(ignore_index=True)
+
+
+def band_edges(band_files: list[str], documents: int, bands: int, max_task_bytes: int,
+               dropped: str | None = None, partitions: int | None = None) -> dd.DataFrame:
+    """Star edges of every LSH bucket with two or more documents, de-duplicated: columns ``id``
+    and ``kept`` (int64 document numbers, ``kept < id``).
+
+    ``band_files`` are the shards' band files in shard order (the shard index is the high half of
+    a document's number), holding ``documents`` documents in all; ``dropped`` a Parquet file or
+    folder whose ``doc`` column lists documents that take no part (earlier stages removed them)."""
+    tasks = band_tasks(bands, documents, max_task_bytes)
+    meta = _edges_meta(np.dtype("int64"))
+    edges = dd.from_map(_band_task_edges, tasks, band_files=tuple(band_files), dropped=dropped, meta=meta,
+                        enforce_metadata=False)
+    nparts = partitions or max(1, min(len(tasks), len(band_files)))
+    return edges.shuffle(on="id", npartitions=nparts).map_partitions(_drop_duplicate_rows, meta=meta)
+
+
+# --- 2. connected components ------------------------------------------------------------------
 
 def _adjacency_meta(dtype) -> pd.DataFrame:
     return pd.DataFrame({"node": pd.Series(dtype=dtype), "nbr": pd.Series(dtype=dtype)})
@@ -171,7 +209,7 @@ def _star_labels(part: pd.DataFrame) -> pd.DataFrame:
 def connected_components(edges: dd.DataFrame, max_iter: int = 50) -> dd.DataFrame:
     """Label every document that appears in ``edges`` with the lowest id of its component.
 
-    ``edges`` has columns ``id`` and ``kept`` (as from :func:`candidate_edges`; the direction of
+    ``edges`` has columns ``id`` and ``kept`` (as from :func:`band_edges`; the direction of
     an edge does not matter). Returns columns ``id`` and ``cluster``, one row per document that
     occurs in some edge; documents without edges are not in the result.
 
@@ -221,7 +259,7 @@ def connected_components(edges: dd.DataFrame, max_iter: int = 50) -> dd.DataFram
     raise RuntimeError(f"connected_components did not converge in {max_iter} rounds")
 
 
-# --- 4. what to drop --------------------------------------------------------------------------
+# --- 3. what to drop --------------------------------------------------------------------------
 
 def duplicates_to_drop(components: dd.DataFrame) -> dd.DataFrame:
     """Every component member except the lowest id: columns ``id`` and ``kept_id``.

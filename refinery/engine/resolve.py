@@ -2,7 +2,8 @@
 
 The stages run in config order, each on the documents the earlier ones kept. Exact-key stages
 shuffle on their key and keep one document per key; the band-key stage runs
-:mod:`refinery.engine.lsh` on the band rows. Every step is a shuffle plus per-partition pandas
+:mod:`refinery.engine.lsh` on the shards' band files and keeps the lowest internal key of each
+component. Every step is a shuffle plus per-partition pandas
 work, so no process holds all keys, pairs or labels. Outputs: ``dedup/clusters.parquet`` (one row
 per document in a cluster of two or more), ``dedup/drops/shard=<id>/`` (what each shard loses),
 ``dedup/domains.parquet`` and the summary this returns.
@@ -18,9 +19,9 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
+from refinery.bandfile import band_file_info
 from refinery.config import PipelineConfig
-from refinery.document import document_key
-from refinery.engine.lsh import candidate_edges, connected_components
+from refinery.engine.lsh import band_edges, connected_components
 from refinery.engine.output import remove_own
 from refinery.stage import ExactKeyStage, SpanCutStage
 
@@ -65,14 +66,44 @@ def _cluster_meta() -> pd.DataFrame:
     return _cluster_frame(empty, empty, empty, empty, "")
 
 
-def _keyed_texts(path: str, shard_id: str) -> pd.DataFrame:
-    """One shard's (key, text), the key made as the keys phase made it (file order)."""
+MAX_BAND_TASK_BYTES = 256 * 2**20  # what one band task may hold (see lsh.band_tasks)
+_NUMBER = np.int64(32)  # a document's number: shard index << 32 | row
+
+
+def _read_keys(path: str, index: int) -> pd.DataFrame:
+    """One shard's keys file, with each document's number (``doc``)."""
+    frame = pd.read_parquet(path)
+    frame.insert(1, "doc", (np.int64(index) << _NUMBER) | np.arange(len(frame), dtype=np.int64))
+    return frame
+
+
+def _numbered_texts(path: str, index: int) -> pd.DataFrame:
+    """One shard's (doc, text), numbered as its keys file (file order)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["id", "text"])
-    keys = [document_key(doc_id, shard_id, row) for row, doc_id in enumerate(table.column("id").to_pylist())]
-    return pd.DataFrame({"key": pd.Series(keys, dtype="string"),
-                         "text": pd.Series(table.column("text").to_pylist(), dtype="string")})
+    text = pq.read_table(path, columns=["text"]).column("text").to_pylist()
+    return pd.DataFrame({"doc": (np.int64(index) << _NUMBER) | np.arange(len(text), dtype=np.int64),
+                         "text": pd.Series(text, dtype="string")})
+
+
+def _texts_of(texts, docs):
+    """(doc, text) of the documents in ``docs`` (a small dataframe with a ``doc`` column): each
+    shard's texts are filtered against ``docs`` sent to it whole, so texts are never shuffled."""
+    wanted = docs[["doc"]].drop_duplicates().repartition(npartitions=1)
+    return texts.merge(wanted, on="doc", how="inner", broadcast=True)
+
+
+def _renamed(frame, columns: dict[str, str]):
+    """``frame.rename(columns=...)`` as an opaque per-partition step: dask-expr's rename of a
+    shuffled frame loses track of the shuffle's columns, and a later merge fails on it."""
+    return frame.map_partitions(pd.DataFrame.rename, columns=columns, meta=frame._meta.rename(columns=columns))
+
+
+def _key_numbers(part: pd.DataFrame, shard_index: dict[str, int]) -> pd.DataFrame:
+    """Document numbers of internal keys (``id\0shard\0row``)."""
+    numbers = [(shard_index[shard] << 32) | int(row) for shard, row in
+               (key.rsplit("\x00", 2)[1:] for key in part["key"].tolist())]
+    return pd.DataFrame({"doc": np.asarray(numbers, dtype=np.int64)})
 
 
 def _pair_jaccard(part: pd.DataFrame, ngram: int) -> pd.Series:
@@ -85,8 +116,8 @@ def _pair_jaccard(part: pd.DataFrame, ngram: int) -> pd.Series:
 def _with(pairs, table, column: str, left: str, right: str, suffix: tuple[str, str]):
     """Adds ``column`` of ``table`` (keyed by ``key``) for ``left`` and for ``right``, as
     ``column + suffix[0]`` and ``column + suffix[1]``, by two distributed joins."""
-    pairs = pairs.merge(table.rename(columns={"key": left, column: column + suffix[0]}), on=left, how="left")
-    return pairs.merge(table.rename(columns={"key": right, column: column + suffix[1]}), on=right, how="left")
+    pairs = pairs.merge(_renamed(table, {"key": left, column: column + suffix[0]}), on=left, how="left")
+    return pairs.merge(_renamed(table, {"key": right, column: column + suffix[1]}), on=right, how="left")
 
 
 def _anti_join(df, dropped, on: str = "key"):
@@ -95,26 +126,49 @@ def _anti_join(df, dropped, on: str = "key"):
     return marked[marked["_dropped"].isna()].drop(columns="_dropped")
 
 
-def _band_clusters(stage, bands, texts, names, dropped):
-    """The band-key stage: LSH over the band rows, whose ``id`` column holds internal keys."""
+def _kept_lowest_key(part: pd.DataFrame) -> pd.DataFrame:
+    """Whole components (shuffled on ``cluster``): each member with its component's lowest key."""
+    part = part.sort_values(["cluster", "key"], kind="stable")
+    groups = part.groupby("cluster", sort=False)
+    return part.assign(kept_key=groups["key"].transform("first"), kept_id=groups["doc_id"].transform("first"),
+                       kept_doc=groups["doc"].transform("first"))
+
+
+def _band_clusters(stage, band_files, documents, keys, texts, shard_index, dropped, work: Path):
+    """The band-key stage: LSH over the shards' band files, on document numbers; each component
+    keeps its lowest internal key, so the choice does not depend on sharding or bucket centres."""
     cfg = stage.config
+    dropped_path = None
     if dropped is not None:
-        bands = _anti_join(bands, dropped, on="id")
-    edges = candidate_edges(bands)
+        dropped_path = str(work / f"{stage.name}-dropped.parquet")
+        dropped.map_partitions(_key_numbers, shard_index, meta=pd.DataFrame({"doc": pd.Series([], dtype="int64")})
+                               ).to_parquet(dropped_path, write_index=False)
+    edges = band_edges(band_files, documents, cfg.bands, MAX_BAND_TASK_BYTES, dropped_path)
     if cfg.verify:
-        edges = _with(edges, texts, "text", "id", "kept", ("_a", "_b"))
+        edges = edges.persist()
+        pair_texts = _texts_of(texts, dd.concat([edges[["id"]].rename(columns={"id": "doc"}),
+                                                 edges[["kept"]].rename(columns={"kept": "doc"})]))
+        edges = _with(_renamed(edges, {"id": "a", "kept": "b"}), _renamed(pair_texts, {"doc": "key"}),
+                      "text", "a", "b", ("_a", "_b"))
         edges = edges.assign(jaccard=edges.map_partitions(_pair_jaccard, cfg.ngram, meta=("jaccard", "float64")))
-        edges = edges[edges["jaccard"] >= cfg.verify_threshold][["id", "kept"]]
-    members = _with(connected_components(edges), names, "doc_id", "id", "cluster", ("", "_kept"))
+        edges = edges[edges["jaccard"] >= cfg.verify_threshold][["a", "b"]].rename(columns={"a": "id", "b": "kept"})
+    components = _renamed(connected_components(edges), {"id": "doc"})
+    names = keys[["doc", "key", "id"]].rename(columns={"id": "doc_id"})
+    members = names.merge(components, on="doc", how="inner")
+    members = members.shuffle(on="cluster", npartitions=max(1, components.npartitions)).map_partitions(
+        _kept_lowest_key, meta=members._meta.assign(kept_key=pd.Series([], dtype="string"),
+                                                    kept_id=pd.Series([], dtype="string"),
+                                                    kept_doc=pd.Series([], dtype="int64")))
     if cfg.jaccard_to_kept:
-        members = _with(members, texts, "text", "id", "cluster", ("_a", "_b"))
+        member_texts = _texts_of(texts, dd.concat([members[["doc"]], members[["kept_doc"]].rename(columns={"kept_doc": "doc"})]))
+        members = _with(members, _renamed(member_texts, {"doc": "key"}), "text", "doc", "kept_doc", ("_a", "_b"))
 
     def frame(part: pd.DataFrame) -> pd.DataFrame:
         scores = None
         if cfg.jaccard_to_kept:
             scores = _pair_jaccard(part, cfg.ngram).to_numpy(copy=True)
-            scores[(part["id"] == part["cluster"]).to_numpy()] = np.nan  # the kept document itself
-        return _cluster_frame(part["id"], part["cluster"], part["doc_id"], part["doc_id_kept"], stage.name, scores)
+            scores[(part["key"] == part["kept_key"]).to_numpy()] = np.nan  # the kept document itself
+        return _cluster_frame(part["key"], part["kept_key"], part["doc_id"], part["kept_id"], stage.name, scores)
 
     return members.map_partitions(frame, meta=_cluster_meta())
 
@@ -141,10 +195,12 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
     for name in ("clusters.parquet", "drops", "domains.parquet"):
         remove_own(dedup_dir / name)
 
-    keys = dd.read_parquet(keys_files)
-    texts = dd.from_map(_keyed_texts, text_files, shard_ids,
-                        meta=pd.DataFrame({"key": pd.Series([], dtype="string"), "text": pd.Series([], dtype="string")}))
-    names = keys[["key", "id"]].rename(columns={"id": "doc_id"})
+    indices = list(range(len(keys_files)))
+    keys = dd.from_map(_read_keys, keys_files, indices) if keys_files else dd.read_parquet(keys_files)
+    texts = dd.from_map(_numbered_texts, text_files, indices,
+                        meta=pd.DataFrame({"doc": pd.Series([], dtype="int64"), "text": pd.Series([], dtype="string")}))
+    shard_index = {shard: index for index, shard in enumerate(shard_ids)}
+    documents = sum(band_file_info(path)[0] for path in bands_files) if bands_files else 0
     nparts = max(keys.npartitions, 1)
     stage_tables = []
     dropped = None  # keys dropped by the stages so far, read back from disk
@@ -158,8 +214,7 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
                 _exact_clusters, stage.name, stage.config.keep, stage.name, stage.keys_equal_text,
                 meta=_cluster_meta())
         else:
-            bands = dd.read_parquet(bands_files)
-            clusters = _band_clusters(stage, bands, texts, names, dropped)
+            clusters = _band_clusters(stage, bands_files, documents, keys, texts, shard_index, dropped, work)
         table = str(work / f"{stage.name}.parquet")
         clusters.to_parquet(table, write_index=False)
         summary["stage_seconds"][stage.name] = round(time.perf_counter() - began, 3)

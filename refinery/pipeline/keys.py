@@ -1,21 +1,20 @@
 """Dedup phase 1, one task per shard: each dedup stage's keys for every document the chain kept.
 
 ``dedup/keys/<shard>.parquet`` holds one row per document (the internal key, id, url, date,
-language, domain and one hex key column per exact-key stage); ``dedup/bands/<shard>.parquet``
-holds the band-key stage's LSH keys as rows (band, key, id)."""
+language, domain and one hex key column per exact-key stage); ``dedup/bands/<shard>.bands`` holds
+the band-key stage's LSH keys, band-major, the document implicit in its row (refinery.bandfile)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 from urllib.parse import urlsplit
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from refinery.bandfile import BandWriter
 from refinery.config import PipelineConfig
 from refinery.document import Document, document_key
 from refinery.engine.task import Result
@@ -23,15 +22,11 @@ from refinery.io import InputShard, atomic_path
 from refinery.pipeline.chain import shard_paths
 from refinery.stage import BandKeyStage, ExactKeyStage, batched
 
-BAND_TYPE = pa.int32()
-BANDS_SCHEMA = pa.schema([("band", BAND_TYPE), ("key", pa.uint64()), ("id", pa.string())])
-
-
 def dedup_paths(out: Path, shard: InputShard) -> dict[str, Path]:
     sid = shard.shard_id
     return {
         "keys": out / "dedup" / "keys" / f"{sid}.parquet",
-        "bands": out / "dedup" / "bands" / f"{sid}.parquet",
+        "bands": out / "dedup" / "bands" / f"{sid}.bands",
         "keys_marker": out / "_markers" / "keys" / f"{sid}.done",
         "documents": out / "documents" / f"{sid}.parquet",
         "stats": out / "stats" / "dedup" / f"{sid}.json",
@@ -59,31 +54,6 @@ def iter_keyed_documents(path: Path, shard_id: str, batch_size: int):
     """(internal key, document) for each document of a shard's chain output, in file order."""
     for row, doc in enumerate(iter_documents(path, batch_size)):
         yield document_key(doc.id, shard_id, row), doc
-
-
-def band_rows(ids: Sequence[str], keys: np.ndarray) -> pa.Table:
-    """One row per (document, band): columns ``band`` (int32), ``key`` (uint64), ``id`` (string: the
-    document's internal key, :func:`refinery.document.document_key`).
-
-    ``keys`` is :meth:`refinery.minhash.MinHasher.band_keys`'s output, shape ``(len(ids), bands)``.
-    Rows are document-major: all bands of ``ids[0]``, then all bands of ``ids[1]``, and so on.
-    """
-    keys = np.asarray(keys)
-    if keys.ndim != 2:
-        raise ValueError(f"keys must be 2-D (n_docs, bands), got shape {keys.shape}")
-    if keys.dtype != np.uint64:
-        raise ValueError(f"keys must be uint64, got {keys.dtype}")
-    n, bands = keys.shape
-    if len(ids) != n:
-        raise ValueError(f"{len(ids)} ids for {n} rows of keys")
-    id_array = pa.array(list(ids), type=pa.string())
-    if id_array.null_count:
-        raise ValueError("ids must not be None")
-    return pa.table({
-        "band": pa.array(np.tile(np.arange(bands, dtype=np.int32), n), type=BAND_TYPE),
-        "key": pa.array(np.ascontiguousarray(keys).reshape(-1), type=pa.uint64()),
-        "id": id_array.take(pa.array(np.repeat(np.arange(n, dtype=np.int64), bands))),
-    })
 
 
 def _keys_schema(exact_stages: list[str]) -> pa.Schema:
@@ -115,10 +85,11 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str) -> KeysR
     banded = next((s for s in stages if isinstance(s, BandKeyStage)), None)
     started = time.perf_counter()
     documents = 0
+    batch_size = banded.config.batch_size if banded else 1024
     with atomic_path(paths["keys"]) as keys_tmp, atomic_path(paths["bands"]) as bands_tmp:
         with pq.ParquetWriter(keys_tmp, _keys_schema([s.name for s in exact]), compression="zstd") as keys_out, \
-                pq.ParquetWriter(bands_tmp, BANDS_SCHEMA, compression="zstd") as bands_out:
-            batch_size = banded.config.batch_size if banded else 1024
+                open(bands_tmp, "wb") as bands_file:
+            bands_out = BandWriter(bands_file, banded.config.bands if banded else 0, batch_size)
             for docs in batched(iter_documents(source, batch_size), batch_size):
                 keys = [document_key(d.id, shard.shard_id, documents + n) for n, d in enumerate(docs)]
                 documents += len(docs)
@@ -129,5 +100,6 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str) -> KeysR
                     **{s.name: [_hex(s.exact_key(d)) for d in docs] for s in exact},
                 }, schema=keys_out.schema))
                 if banded is not None:
-                    bands_out.write_table(band_rows(keys, banded.band_keys(docs)))
+                    bands_out.write(banded.band_keys(docs))
+            bands_out.close()
     return KeysResult(shard.shard_id, documents, round(time.perf_counter() - started, 3))
