@@ -16,16 +16,20 @@ is dropped.
 
 Memory: about 100 bytes per token at peak, or 12 to 14 times the text's size: the vocabulary,
 the token ids, the suffix array, the LCP array and the run labels (measured in
-benchmarks/substring_dedup.py). A group is processed in parts of at most ``max_part_bytes`` bytes
-of text (default 100 MB, so about 1.3 GB at peak per task); repeats are only found within a part,
-so a bigger part dedups more and costs more memory.
+benchmarks/substring_dedup.py). So the suffix array serves a group whose text fits in
+``max_part_bytes``; a bigger group goes through window hashes (:func:`window_hashes`, wired in
+refinery/pipeline/windows.py): every ``min_tokens``-window's 64-bit hash, partitioned by value,
+so that one task per hash range finds each window's first occurrence in the whole group. Both
+give the same cuts (up to a 2**-64 hash collision per pair of windows), which the tests check.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
+import numba
 import numpy as np
 from pydantic import Field
 
@@ -88,24 +92,128 @@ def find_repeats(texts: list[str], min_tokens: int = 50, keep_first: bool = True
     else:
         window_starts = sa[in_repeat]
 
-    cover = np.zeros(n + 1, dtype=np.int32)
-    np.add.at(cover, window_starts, 1)
-    np.add.at(cover, np.minimum(window_starts + min_tokens, n), -1)
-    cut = np.cumsum(cover[:-1], dtype=np.int32) > 0
-
     doc_start = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))  # first position of each document
-    edges = np.diff(np.concatenate(([0], cut.astype(np.int8), [0])))
+    doc_of = np.searchsorted(doc_start, window_starts, side="right") - 1
     cuts: list[list[tuple[int, int]]] = [[] for _ in texts]
     cut_tokens = [0] * len(texts)
-    offsets: dict[int, list[tuple[int, int]]] = {}  # token character spans, only for documents with cuts
-    for first_token, end_token in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-        d = int(np.searchsorted(doc_start, first_token, side="right") - 1)
-        if d not in offsets:
-            offsets[d] = [m.span() for m in _TOKEN.finditer(texts[d])]
-        a, b = int(first_token - doc_start[d]), int(end_token - doc_start[d])
-        cuts[d].append((offsets[d][a][0], offsets[d][b - 1][1]))
-        cut_tokens[d] += b - a
+    for d in np.unique(doc_of):
+        cuts[d], cut_tokens[d] = cut_ranges(texts[d], window_starts[doc_of == d] - doc_start[d], min_tokens)
     return Repeats(cuts=cuts, cut_tokens=cut_tokens)
+
+
+def cut_ranges(text: str, window_starts: np.ndarray, min_tokens: int) -> tuple[list[tuple[int, int]], int]:
+    """Character ranges of ``text`` covered by its ``min_tokens``-token windows starting at the
+    token positions ``window_starts`` (a window never passes the text's end), and their tokens."""
+    spans = [m.span() for m in _TOKEN.finditer(text)]
+    n = len(spans)
+    cover = np.zeros(n + 1, dtype=np.int32)
+    starts = np.asarray(window_starts, dtype=np.int64)
+    np.add.at(cover, starts, 1)
+    np.add.at(cover, np.minimum(starts + min_tokens, n), -1)
+    cut = np.cumsum(cover[:-1], dtype=np.int32) > 0
+    edges = np.diff(np.concatenate(([0], cut.astype(np.int8), [0])))
+    ranges = [(spans[a][0], spans[b - 1][1]) for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))]
+    return ranges, int(cut.sum())
+
+
+# --- window hashes: the same windows, found across parts ----------------------------------------
+
+_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+_WINDOW_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so the rolling hash is a bijection per step
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fmix64(x):
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _space_bytes(buf, i, n):
+    """Bytes of the whitespace character at ``buf[i]`` (str.isspace in UTF-8), 0 if none."""
+    b = buf[i]
+    if b < 0x80:
+        return 1 if (9 <= b <= 13 or 28 <= b <= 32) else 0
+    if b == 0xC2 and i + 1 < n:
+        return 2 if buf[i + 1] == 0x85 or buf[i + 1] == 0xA0 else 0
+    if i + 2 >= n:
+        return 0
+    c, d = buf[i + 1], buf[i + 2]
+    if b == 0xE1:
+        return 3 if c == 0x9A and d == 0x80 else 0
+    if b == 0xE2:
+        if c == 0x80 and (d <= 0x8A or d == 0xA8 or d == 0xA9 or d == 0xAF):
+            return 3 if d >= 0x80 else 0
+        return 3 if c == 0x81 and d == 0x9F else 0
+    if b == 0xE3:
+        return 3 if c == 0x80 and d == 0x80 else 0
+    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _token_hashes(buf, out):
+    """FNV-1a + splitmix64 hash of each whitespace-separated token of UTF-8 ``buf`` (as
+    ``str.split()`` splits it) into ``out``; returns the number of tokens."""
+    n, i, t = len(buf), 0, 0
+    while i < n:
+        w = _space_bytes(buf, i, n)
+        if w:
+            i += w
+            continue
+        h = _FNV_OFFSET
+        while i < n and _space_bytes(buf, i, n) == 0:
+            h = (h ^ np.uint64(buf[i])) * _FNV_PRIME
+            i += 1
+        out[t] = _fmix64(h)
+        t += 1
+    return t
+
+
+@numba.njit(cache=True, nogil=True)
+def _rolling_windows(tokens, m, out):
+    """Hash of each ``m``-token window: a polynomial over the token hashes, rolled, finalised."""
+    top = np.uint64(1)
+    for _ in range(m - 1):
+        top *= _WINDOW_BASE
+    h = np.uint64(0)
+    for j in range(m):
+        h = h * _WINDOW_BASE + tokens[j]
+    out[0] = _fmix64(h)
+    for i in range(1, len(tokens) - m + 1):
+        h = (h - tokens[i - 1] * top) * _WINDOW_BASE + tokens[i + m - 1]
+        out[i] = _fmix64(h)
+
+
+def window_hashes(text: str, min_tokens: int) -> np.ndarray:
+    """uint64 hash of each ``min_tokens``-token window of ``text`` (tokens as :func:`find_repeats`
+    takes them), in position order; empty when the text is shorter than one window."""
+    buf = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    tokens = np.empty(len(buf) // 2 + 1, dtype=np.uint64)
+    count = _token_hashes(buf, tokens)
+    if count < min_tokens:
+        return np.empty(0, dtype=np.uint64)
+    out = np.empty(count - min_tokens + 1, dtype=np.uint64)
+    _rolling_windows(tokens[:count], min_tokens, out)
+    return out
+
+
+def repeated_windows(hashes: np.ndarray, order_keys: tuple[np.ndarray, ...], keep_first: bool) -> np.ndarray:
+    """Indices of the windows to cut among ``hashes``: each one whose hash occurs more than once,
+    except (with ``keep_first``) the earliest occurrence, earliest by ``order_keys`` (most
+    significant first, e.g. shard, row, position)."""
+    order = np.lexsort((*reversed(order_keys), hashes))
+    sorted_hashes = hashes[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
+    if keep_first:
+        return order[~first]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = first[1:]
+    return order[~(first & last)]  # every member of a group of two or more
 
 
 def cut_text(text: str, ranges: list[tuple[int, int]]) -> str:
@@ -130,5 +238,10 @@ class SubstringDedup(SpanCutStage):
         keep_first: bool = True  # False: cut every occurrence, the first included
         min_words_after_cut: int = Field(default=50, ge=0)  # Gopher's lower bound on document length
         shards_per_group: int | None = Field(default=None, ge=1)  # None: one group for the whole run
-        max_part_bytes: int = Field(default=100_000_000, ge=1)  # text per suffix array; bounds memory
+        # Text per suffix array (about 13x it in memory); a bigger group goes through window hashes
+        # in hash ranges of about this much text each, so it also bounds their memory.
+        max_part_bytes: int = Field(default=50_000_000, ge=1)
+        # auto: suffix array when the group's text fits in max_part_bytes, else window hashes;
+        # suffix_array: parts of max_part_bytes, repeats found only within a part.
+        method: Literal["auto", "suffix_array", "window_hash"] = "auto"
         sample_spans: int = Field(default=100, ge=0)  # cut spans kept for inspection, per group

@@ -126,9 +126,45 @@ def test_groups_and_parts_bound_the_scope(tmp_path):
     summary, _, _ = _run(tmp_path / "pairs", shards, {"substring_dedup": {"shards_per_group": 2}})
     assert summary["per_stage"]["substring_dedup"]["groups"] == 2
     assert summary["per_stage"]["substring_dedup"]["documents_touched"] == 2  # one per group
-    summary, _, _ = _run(tmp_path / "parts", shards, {"substring_dedup": {"max_part_bytes": 1}})
+    forced = {"max_part_bytes": 1, "method": "suffix_array"}
+    summary, _, _ = _run(tmp_path / "parts", shards, {"substring_dedup": forced})
     assert summary["per_stage"]["substring_dedup"]["parts"] == 4
     assert summary["per_stage"]["substring_dedup"]["documents_touched"] == 0  # each part holds one document
+    # auto: a group bigger than one suffix array goes through window hashes, across the parts
+    summary, _, _ = _run(tmp_path / "windows", shards, {"substring_dedup": {"max_part_bytes": 1}})
+    stage = summary["per_stage"]["substring_dedup"]
+    assert (stage["methods"], stage["parts"], stage["hash_ranges"]) == (["window_hash"], 0, 1)
+    assert stage["documents_touched"] == 3 and stage["tokens_cut"] == 3 * 60
+
+
+@pytest.mark.parametrize("shards_per_group", [None, 2])
+@pytest.mark.parametrize("keep_first", [True, False])
+def test_window_hashes_cut_exactly_what_the_suffix_array_cuts(tmp_path, monkeypatch, shards_per_group, keep_first):
+    """Same documents, same cuts, whichever path; several hash ranges, repeats inside one document too."""
+    import refinery.pipeline.windows as windows
+
+    monkeypatch.setattr(windows, "MIN_RANGE_TEXT_BYTES", 1)
+    rng = random.Random(9)
+    pool = [words(rng, n) for n in (55, 70, 120, 30)]
+    shards = [[_doc(f"s{s}d{d}", "\n\n".join([words(rng, rng.randint(5, 80))] +
+                                             [rng.choice(pool) for _ in range(rng.randint(0, 3))]))
+               for d in range(rng.randint(1, 4))] for s in range(5)]
+    shards[0][0]["text"] += "\n\n" + pool[2] + " " + pool[2]  # a repeat inside one document
+    stage = {"keep_first": keep_first, "shards_per_group": shards_per_group, "min_words_after_cut": 0}
+    kept = {}
+    for method, size in (("suffix_array", 50_000_000), ("window_hash", 300)):
+        folder = tmp_path / method
+        summary, _, _ = _run(folder, shards, {"substring_dedup": {**stage, "method": method, "max_part_bytes": size}})
+        import pyarrow.parquet as pq
+
+        kept[method] = sorted((r["id"], r["text"]) for f in sorted((folder / "documents").glob("*.parquet"))
+                              for r in pq.read_table(f).to_pylist())
+        totals = summary["per_stage"]["substring_dedup"]
+        kept[method].append(("totals", str([totals[k] for k in ("documents_in", "documents_touched", "tokens_cut", "bytes_cut")])))
+        if method == "window_hash":
+            assert totals["hash_ranges"] > 1
+    assert kept["window_hash"] == kept["suffix_array"]
+    assert any("_work" in str(p) for p in tmp_path.rglob("*")) is False  # the work folder is gone
 
 
 def test_substring_dedup_must_be_last():

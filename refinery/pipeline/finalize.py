@@ -65,8 +65,10 @@ def substring_summary(stage, groups: list[SubstringResult], applied: list[ApplyR
     extra = [s.get("extra", {}) for s in funnels]
     return {
         "reason": stage.reason,
-        "groups": len(groups),
+        "groups": len({g.group for g in groups}),
+        "methods": sorted({g.method for g in groups}),
         "parts": sum(g.parts for g in groups),
+        "hash_ranges": sum({g.group: g.ranges for g in groups}.values()),
         "documents_in": sum(g.documents for g in groups),
         "text_bytes_in": sum(g.text_bytes for g in groups),
         "documents_touched": sum(g.documents_touched for g in groups),

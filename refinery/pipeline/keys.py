@@ -72,6 +72,7 @@ def _hex(key: bytes | None) -> str | None:
 class KeysResult(Result):
     shard_id: str
     documents: int
+    text_bytes: int = 0  # UTF-8 bytes of the documents' text: sizes the substring stage's work
     seconds: float = 0.0
 
 
@@ -84,7 +85,7 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str) -> KeysR
     exact = [s for s in stages if isinstance(s, ExactKeyStage)]
     banded = next((s for s in stages if isinstance(s, BandKeyStage)), None)
     started = time.perf_counter()
-    documents = 0
+    documents = text_bytes = 0
     batch_size = banded.config.batch_size if banded else 1024
     with atomic_path(paths["keys"]) as keys_tmp, atomic_path(paths["bands"]) as bands_tmp:
         with pq.ParquetWriter(keys_tmp, _keys_schema([s.name for s in exact]), compression="zstd") as keys_out, \
@@ -93,6 +94,7 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str) -> KeysR
             for docs in batched(iter_documents(source, batch_size), batch_size):
                 keys = [document_key(d.id, shard.shard_id, documents + n) for n, d in enumerate(docs)]
                 documents += len(docs)
+                text_bytes += sum(len(d.text.encode("utf-8", "surrogatepass")) for d in docs)
                 keys_out.write_table(pa.table({
                     "key": keys, "id": [d.id for d in docs], "shard": [shard.shard_id] * len(docs),
                     "url": [d.url for d in docs], "warc_date": [d.warc_date for d in docs],
@@ -102,4 +104,4 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str) -> KeysR
                 if banded is not None:
                     bands_out.write(banded.band_keys(docs))
             bands_out.close()
-    return KeysResult(shard.shard_id, documents, round(time.perf_counter() - started, 3))
+    return KeysResult(shard.shard_id, documents, text_bytes, round(time.perf_counter() - started, 3))

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from refinery.config import PipelineConfig
 from refinery.engine import Engine, Task
+from refinery.engine.output import remove_own
+from refinery.engine.task import finished
 from refinery.io import InputShard
 from refinery.pipeline.apply import ApplyResult, apply_drops
 from refinery.pipeline.chain import ShardResult, run_shard, shard_paths
@@ -24,7 +26,9 @@ from refinery.pipeline.substring import (
     find_cuts,
     span_cut_stage,
     substring_groups,
+    uses_window_hashes,
 )
+from refinery.pipeline import windows
 
 
 @dataclass
@@ -85,6 +89,61 @@ def substring_task(index: int, group: list[InputShard], config: PipelineConfig, 
                 result_type=SubstringResult)
 
 
+def window_path_tasks(index: int, group: list[InputShard], config: PipelineConfig, out: Path,
+                      text_bytes: int) -> tuple[list[Task], list[Task]]:
+    """A group through window hashes: (windows and range tasks, cut tasks); see pipeline/windows.py."""
+    cfg = span_cut_stage(config).config
+    ranges = windows.range_count(text_bytes, cfg.max_part_bytes)
+    work = windows.work_folder(out)
+    markers = work / "_markers"
+    group_ids = [s.shard_id for s in group]
+    identity = windows.group_identity(out, group)
+    shard_tasks = [Task(key=f"windows-{s.shard_id}", func=windows.write_windows, args=(s, config, str(out), ranges),
+                        fingerprint=_digest(config.dedup_fingerprint(), ranges),
+                        inputs=(str(shard_paths(out, s, deduplicated=True)["documents"]), _drops_folder(out, s)),
+                        outputs=(str(windows.window_file(out, s)),), marker=str(markers / f"windows-{s.shard_id}.done"),
+                        result_type=windows.WindowsResult) for s in group]
+    range_tasks = [Task(key=f"range-{index}-{r}", func=windows.find_repeated_windows, args=(index, r, group, config, str(out)),
+                        fingerprint=_digest(config.dedup_fingerprint(), group_ids, identity, ranges),
+                        outputs=tuple(str(p) for p in windows.range_files(out, index, r)),
+                        marker=str(markers / f"range-{index:05d}-{r:05d}.done"), after=tuple(t.key for t in shard_tasks),
+                        result_type=windows.RangeResult) for r in range(ranges)]
+    per_shard = -(-cfg.sample_spans // len(group)) if group else 0
+    cut_tasks = [Task(key=f"cut-{s.shard_id}", func=windows.cut_shard,
+                      args=(index, n, s, ranges, config, str(out), per_shard),
+                      fingerprint=_digest(config.dedup_fingerprint(), group_ids, identity, ranges),
+                      inputs=(str(shard_paths(out, s, deduplicated=True)["documents"]), _drops_folder(out, s)),
+                      outputs=(str(out / "dedup" / "cuts" / f"{s.shard_id}.parquet"), str(windows.spans_file(out, index, s))),
+                      marker=str(out / "_markers" / "substring" / f"cut-{s.shard_id}.done"),
+                      after=tuple(t.key for t in range_tasks), result_type=SubstringResult)
+                 for n, s in enumerate(group)]
+    return shard_tasks + range_tasks, cut_tasks
+
+
+def substring_phase(config: PipelineConfig, shards: list[InputShard], out: Path, engine: Engine,
+                    keys_results: list[KeysResult]) -> list[SubstringResult]:
+    """Each shard group by suffix array (one task) or by window hashes (windows, range and cut
+    tasks); a group whose cuts are all done skips its windows and ranges."""
+    text_bytes = {r.shard_id: r.text_bytes for r in keys_results}
+    tasks, reported = [], []
+    for index, group in enumerate(substring_groups(config, shards)):
+        group_bytes = sum(text_bytes.get(s.shard_id, 0) for s in group)
+        if not uses_window_hashes(config, group_bytes):
+            tasks.append(substring_task(index, group, config, out))
+            reported.append(tasks[-1].key)
+            continue
+        work, cuts = window_path_tasks(index, group, config, out, group_bytes)
+        if all(finished(t) is not None for t in cuts):
+            cuts = [replace(t, after=()) for t in cuts]  # nothing to wait for: they are done
+        else:
+            tasks += work
+        tasks += cuts
+        reported += [t.key for t in cuts]
+    results = dict(zip([t.key for t in tasks], engine.run(tasks)))
+    remove_own(windows.work_folder(out).parent)  # dedup/_work: the resolution left nothing there
+    return [results[key] for key in reported]
+
+
 def apply_task(shard: InputShard, config: PipelineConfig, out: Path, cuts: bool) -> Task:
     paths = dedup_paths(out, shard)
     inputs = (str(shard_paths(out, shard, deduplicated=True)["documents"]), _drops_folder(out, shard),
@@ -134,8 +193,7 @@ def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     cutter = span_cut_stage(config)
     groups: list[SubstringResult] = []
     if cutter is not None:
-        groups = engine.run([substring_task(i, group, config, out)
-                             for i, group in enumerate(substring_groups(config, shards))])
+        groups = substring_phase(config, shards, out, engine, keys_results)
     applied = engine.run([apply_task(shard, config, out, cuts=cutter is not None) for shard in shards])
     timings = {
         "keys_seconds": round(sum(r.seconds for r in keys_results), 3),

@@ -23,7 +23,9 @@ from refinery.stage import SpanCutStage
 class SubstringResult(Result):
     group: int
     shards: list[str] = field(default_factory=list)
-    parts: int = 0
+    method: str = "suffix_array"  # or "window_hash" (refinery/pipeline/windows.py)
+    parts: int = 0  # suffix arrays built
+    ranges: int = 0  # hash ranges the group's windows were resolved in
     documents: int = 0
     text_bytes: int = 0
     cut_tokens: int = 0
@@ -53,6 +55,13 @@ def span_cut_stage(config: PipelineConfig) -> SpanCutStage | None:
     return next((s for s in (spec.build() for spec in config.dedup) if isinstance(s, SpanCutStage)), None)
 
 
+def uses_window_hashes(config: PipelineConfig, group_text_bytes: int) -> bool:
+    """Whether a group goes through window hashes: asked for, or (``auto``) its text is more
+    than one suffix array may hold, so that repeats across parts are still found."""
+    cfg = span_cut_stage(config).config
+    return cfg.method == "window_hash" or (cfg.method == "auto" and group_text_bytes > cfg.max_part_bytes)
+
+
 def substring_groups(config: PipelineConfig, shards: list[InputShard]) -> list[list[InputShard]]:
     """Consecutive shards, ``shards_per_group`` at a time (all of them when it is None)."""
     stage = span_cut_stage(config)
@@ -62,8 +71,9 @@ def substring_groups(config: PipelineConfig, shards: list[InputShard]) -> list[l
 
 
 def find_cuts(group: int, shards: list[InputShard], config: PipelineConfig, out_dir: str) -> SubstringResult:
-    """One shard group: the documents the earlier dedup stages kept, in parts of at most
-    ``max_part_bytes``, through :func:`refinery.stages.substring_dedup.find_repeats`. Writes
+    """One shard group by suffix array: the documents the earlier dedup stages kept, in parts of at
+    most ``max_part_bytes`` (one part, unless ``method: suffix_array`` was forced on a bigger group),
+    through :func:`refinery.stages.substring_dedup.find_repeats`. Writes
     ``dedup/cuts/<shard>.parquet`` (character ranges per document) and a sample of cut spans."""
     from refinery.stages.substring_dedup import find_repeats
 
