@@ -107,6 +107,23 @@ class ProcessSandbox:
         self.close()
 
 
+_SHARED: dict[tuple, ProcessSandbox] = {}
+
+
+def shared_sandbox(fn_ref: str, kwargs: dict[str, Any], timeout_s: float) -> ProcessSandbox:
+    """One sandbox per function, settings and process, kept across shards: starting a child costs
+    about 0.4 s, more than a small shard's work. Closed when this process exits."""
+    import atexit
+    import json
+
+    key = (fn_ref, json.dumps(kwargs, sort_keys=True, default=str), timeout_s)
+    if key not in _SHARED:
+        if not _SHARED:
+            atexit.register(lambda: [sandbox.close() for sandbox in _SHARED.values()])
+        _SHARED[key] = ProcessSandbox(fn_ref, kwargs, timeout_s)
+    return _SHARED[key]
+
+
 class _DuplexConnection:
     def __init__(self, reader: Connection, writer: Connection):
         self.reader = reader

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from refinery.document import Document, Drop
 from refinery.html_bounds import tag_depth
-from refinery.sandbox import ProcessSandbox, SandboxCrashed, SandboxTimeout
+from refinery.sandbox import SandboxCrashed, SandboxTimeout, shared_sandbox
 from refinery.stage import Stage, StageConfig
 
 MAX_TIMEOUT_S = 3600.0
@@ -79,11 +79,7 @@ class HtmlExtract(Stage):
                             include_tables=c.include_tables, include_comments=c.include_comments)
         self._sandbox = None
         if c.isolation == "process":
-            self._sandbox = ProcessSandbox("refinery.stages.html_extract:extract_text", self._kwargs, c.timeout_s)
-
-    def teardown(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
+            self._sandbox = shared_sandbox("refinery.stages.html_extract:extract_text", self._kwargs, c.timeout_s)
 
     def process_doc(self, doc: Document) -> Document | Drop:
         html = doc.html or ""

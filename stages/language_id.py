@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from collections import Counter
 from pathlib import Path
 from typing import ClassVar
@@ -91,6 +93,13 @@ def model_file(config: LanguageIdConfig) -> Path:
 
 
 def load_fasttext(path: Path):
+    """The model at ``path``, loaded once per process (and again if the file changes)."""
+    stat = Path(path).stat()
+    return _load_fasttext(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_fasttext(path: str, size: int, mtime_ns: int):
     import fasttext
 
     if not hasattr(fasttext, "train_supervised"):

@@ -36,6 +36,10 @@ class MinhashDedup(BandKeyStage):
         verify_threshold: float = Field(default=0.5, ge=0, le=1)
         # True Jaccard of each duplicate to its cluster's kept document, for clusters.parquet.
         jaccard_to_kept: bool = True
+        # Bytes kept of each 64-bit band key on disk (450 bands: 3,600 bytes a document at 8). Fewer
+        # bytes make unrelated documents share a key: about bands * n^2/2 * 2^(-8 * bytes) false
+        # pairs among n documents (5 bytes: ~200 per million documents; 8: none); verify removes them.
+        band_key_bytes: int = Field(default=8, ge=4, le=8)
 
         @field_validator("bands", "rows")
         @classmethod

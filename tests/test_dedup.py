@@ -179,6 +179,28 @@ def test_results_do_not_depend_on_how_documents_are_sharded(tmp_path):
     assert one[columns].sort_values("id").reset_index(drop=True).equals(five[columns].sort_values("id").reset_index(drop=True))
 
 
+def test_shorter_band_keys_find_the_same_clusters_and_take_less_disk(tmp_path):
+    base = [_prose(n, 200) for n in range(12)]
+    docs = [_doc(f"d{n:02d}", t) for n, t in enumerate(base)]
+    docs += [_doc(f"e{n:02d}", " ".join(t.split()[:-4] + ["q"] * 4)) for n, t in enumerate(base[:6])]
+    results, sizes = [], []
+    for key_bytes in (8, 5):
+        folder = tmp_path / str(key_bytes)
+        _, clusters, kept = _run(folder, [docs[:9], docs[9:]], {"minhash_dedup": {"band_key_bytes": key_bytes}})
+        results.append((sorted(kept), clusters[["id", "kept_id"]].sort_values("id").values.tolist()))
+        sizes.append(sum(p.stat().st_size for p in (folder / "dedup" / "bands").glob("*.bands")))
+    assert results[0] == results[1] and len(results[0][1]) == 12
+    assert sizes == [2 * 32 + 18 * 450 * 8, 2 * 32 + 18 * 450 * 5]
+
+
+def test_partitions_follow_the_documents_not_the_shards():
+    from refinery.engine.resolve import partitions
+
+    assert partitions([2, 2, 2, 2, 9], 5) == [(0, 1), (2, 3), (4,)]
+    assert partitions([1] * 500, 200_000) == [tuple(range(500))]
+    assert partitions([], 5) == []
+
+
 def test_many_shards(tmp_path):
     """Past 10 partitions Dask turns group-bys into shuffles; the summary must survive that."""
     texts = [_prose(100 + n, 80) for n in range(24)]

@@ -19,7 +19,6 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-from refinery.bandfile import band_file_info
 from refinery.config import PipelineConfig
 from refinery.engine.lsh import band_edges, connected_components
 from refinery.engine.output import remove_own
@@ -70,20 +69,42 @@ MAX_BAND_TASK_BYTES = 256 * 2**20  # what one band task may hold (see lsh.band_t
 _NUMBER = np.int64(32)  # a document's number: shard index << 32 | row
 
 
-def _read_keys(path: str, index: int) -> pd.DataFrame:
-    """One shard's keys file, with each document's number (``doc``)."""
-    frame = pd.read_parquet(path)
-    frame.insert(1, "doc", (np.int64(index) << _NUMBER) | np.arange(len(frame), dtype=np.int64))
-    return frame
+PARTITION_DOCUMENTS = 200_000  # documents per dataframe partition: shuffles scale with the data, not the shards
 
 
-def _numbered_texts(path: str, index: int) -> pd.DataFrame:
-    """One shard's (doc, text), numbered as its keys file (file order)."""
+def partitions(documents: list[int], per_partition: int = PARTITION_DOCUMENTS) -> list[tuple[int, ...]]:
+    """Consecutive shard indices grouped into partitions of about ``per_partition`` documents, so
+    that 500 small shards are one partition, not 500 (whose shuffles would be 500-way)."""
+    groups, current, size = [], [], 0
+    for index, count in enumerate(documents):
+        if current and size + count > per_partition:
+            groups.append(tuple(current))
+            current, size = [], 0
+        current.append(index)
+        size += count
+    return [*groups, tuple(current)] if current else groups
+
+
+def _read_keys(indices: tuple[int, ...], paths: tuple[str, ...]) -> pd.DataFrame:
+    """Some shards' keys files, with each document's number (``doc``)."""
+    frames = []
+    for index in indices:
+        frame = pd.read_parquet(paths[index])
+        frame.insert(1, "doc", (np.int64(index) << _NUMBER) | np.arange(len(frame), dtype=np.int64))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _numbered_texts(indices: tuple[int, ...], paths: tuple[str, ...]) -> pd.DataFrame:
+    """Some shards' (doc, text), numbered as their keys files (file order)."""
     import pyarrow.parquet as pq
 
-    text = pq.read_table(path, columns=["text"]).column("text").to_pylist()
-    return pd.DataFrame({"doc": (np.int64(index) << _NUMBER) | np.arange(len(text), dtype=np.int64),
-                         "text": pd.Series(text, dtype="string")})
+    frames = []
+    for index in indices:
+        text = pq.read_table(paths[index], columns=["text"]).column("text").to_pylist()
+        frames.append(pd.DataFrame({"doc": (np.int64(index) << _NUMBER) | np.arange(len(text), dtype=np.int64),
+                                    "text": pd.Series(text, dtype="string")}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _texts_of(texts, docs):
@@ -195,12 +216,15 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
     for name in ("clusters.parquet", "drops", "domains.parquet"):
         remove_own(dedup_dir / name)
 
-    indices = list(range(len(keys_files)))
-    keys = dd.from_map(_read_keys, keys_files, indices) if keys_files else dd.read_parquet(keys_files)
-    texts = dd.from_map(_numbered_texts, text_files, indices,
+    import pyarrow.parquet as pq
+
+    counts = [pq.ParquetFile(path).metadata.num_rows for path in keys_files]
+    groups = partitions(counts)
+    keys = dd.from_map(_read_keys, groups, paths=tuple(keys_files))
+    texts = dd.from_map(_numbered_texts, groups, paths=tuple(text_files),
                         meta=pd.DataFrame({"doc": pd.Series([], dtype="int64"), "text": pd.Series([], dtype="string")}))
     shard_index = {shard: index for index, shard in enumerate(shard_ids)}
-    documents = sum(band_file_info(path)[0] for path in bands_files) if bands_files else 0
+    documents = sum(counts)
     nparts = max(keys.npartitions, 1)
     stage_tables = []
     dropped = None  # keys dropped by the stages so far, read back from disk

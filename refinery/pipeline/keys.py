@@ -90,7 +90,8 @@ def write_keys(shard: InputShard, config: PipelineConfig, out_dir: str) -> KeysR
     with atomic_path(paths["keys"]) as keys_tmp, atomic_path(paths["bands"]) as bands_tmp:
         with pq.ParquetWriter(keys_tmp, _keys_schema([s.name for s in exact]), compression="zstd") as keys_out, \
                 open(bands_tmp, "wb") as bands_file:
-            bands_out = BandWriter(bands_file, banded.config.bands if banded else 0, batch_size)
+            bands_out = BandWriter(bands_file, banded.config.bands if banded else 0, batch_size,
+                                   getattr(banded.config, "band_key_bytes", 8) if banded else 8)
             for docs in batched(iter_documents(source, batch_size), batch_size):
                 keys = [document_key(d.id, shard.shard_id, documents + n) for n, d in enumerate(docs)]
                 documents += len(docs)
