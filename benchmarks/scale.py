@@ -11,6 +11,15 @@ Subcommands:
   generate    Only the generator, into OUT directly (OUT/filtered/, OUT/truth.parquet).
   map-shards  Many tiny WARC shards (the shared web shards split record-wise) through
               refinery.pipeline.run.execute(): the driver's peak RSS and the scheduling overhead.
+  datatrove   On the same generated documents (OUT/n<N>/), one after the other, each in a fresh
+              child process on --workers processes: refinery's deduplicate() with minhash_dedup
+              alone (english.yaml's settings: 450 x 20, 5-grams), jaccard_to_kept true and false,
+              and datatrove 0.10.1's four MinHash stages as `benchmarks/dedup.py speed` runs them.
+  cluster     The same dedup chain on an existing Dask scheduler (a `dask scheduler` and --workers
+              `dask worker` processes started here, run through `run --scheduler`) and on a
+              LocalCluster, each into its own copy of OUT/n<N>/filtered/ (hard links); the sha256
+              of every file under documents/ and dedup/clusters.parquet/ and the per-stage stats
+              must be identical.
 
 Generator (its own process, so its memory is not counted; 2 forked processes write shards in
 parallel). Base documents are built from ../shared/data/curated/*.jsonl.gz (books, speeches,
@@ -57,6 +66,30 @@ to the summary's `timings` (task seconds summed over workers) and resolve's own 
 the size of OUT/dedup/, OUT/documents/ and the workers' Dask scratch folders (p2p shuffles write
 there), walked every second.
 
+run --scheduler ADDRESS: the child connects to that scheduler instead of starting a LocalCluster
+(its workers must import refinery: PYTHONPATH=<checkout>). The workers are not its descendants, so
+they are found by name: the local `dask worker` / `dask-worker` processes whose command line names
+the scheduler's port (by name alone, only those that are parents of a worker the scheduler
+reports), sampled with their descendants (the nanny's worker process); the nannies and, when one
+`dask scheduler` process names that port, the scheduler are reported apart (with a LocalCluster both
+live in the driver).
+
+datatrove: per engine, the total wall time (refinery: cluster start + deduplicate() + cluster close,
+as dedup.py counts it, since datatrove's includes its process pools' start-up; datatrove: its four
+stages) and per phase (refinery: start, keys, resolve, apply, close; datatrove: signatures,
+buckets, cluster, filter), the process tree's CPU seconds, peak RSS of the workers and of the
+driver, the peak disk of the work and output folders together (refinery: dedup/, documents/ and the
+workers' scratch; datatrove: signatures, buckets, remove, documents, logs), the documents removed
+and the recall of the planted exact and near pairs from the removed ids alone (refinery: those
+missing from documents/; datatrove: its .remove files, mapped to ids as dedup.py does), with
+everything removed outside those pairs as false positives.
+
+cluster: the scheduler listens on 127.0.0.1 (a free port, no dashboard); each worker is
+`dask worker ADDRESS --nworkers 1 --nthreads 1 --no-dashboard --local-directory
+OUT/n<N>/cluster-processes/worker-<i>` (their logs there too), started with THREAD_ENV and
+PYTHONPATH=<checkout>; both are stopped (SIGTERM, then SIGKILL to their process groups) before the
+LocalCluster run, also on failure. Outputs: OUT/n<N>/cluster-scheduler/ and cluster-local/.
+
 map-shards: --map-shards WARC files of --records-per-shard response records, cut in order from
 ../shared/data/web/*.warc.gz (past its 1,778 records they repeat, copy k renamed by
 dedup.renamed_record: new WARC-Record-IDs and copy<k>. hosts), then execute() in a child process
@@ -85,6 +118,9 @@ Usage:
   .venv/bin/python benchmarks/scale.py run --docs 10000 --shards 4 --out /tmp/scale --dedup exact,minhash,url,substring --shuffle tasks
   .venv/bin/python benchmarks/scale.py generate --docs 2000 --shards 4 --out /tmp/scale-gen
   .venv/bin/python benchmarks/scale.py map-shards --map-shards 512 --records-per-shard 4 --out /tmp/scale-map
+  .venv/bin/python benchmarks/scale.py datatrove --docs 100000 --shards 16 --out /data/scale [--repeat 1]
+  .venv/bin/python benchmarks/scale.py cluster --docs 100000 --shards 16 --out /data/scale
+  .venv/bin/python benchmarks/scale.py run --docs 100000 --shards 16 --out /data/scale --scheduler tcp://127.0.0.1:8786
 """
 
 from __future__ import annotations
@@ -549,8 +585,12 @@ class DiskSampler:
         self.folders = {**self.folders, **{f"{name}{i}": Path(p) for i, p in enumerate(paths)}}
 
     def _sample(self) -> None:
+        total = 0
         for name, folder in self.folders.items():
-            self.peak[name] = max(self.peak.get(name, 0), folder_bytes(folder))
+            size = folder_bytes(folder)
+            self.peak[name] = max(self.peak.get(name, 0), size)
+            total += size
+        self.peak_total = max(getattr(self, "peak_total", 0), total)  # all folders at one time
         self.samples += 1
 
     def _loop(self) -> None:
@@ -611,8 +651,9 @@ def timed_engine_class():
     return TimedEngine
 
 
-def dedup_entries(stages: list[str]) -> list[dict]:
-    """configs/english.yaml's dedup entries for ``stages`` (refinery stage names), in its order."""
+def dedup_entries(stages: list[str], overrides: dict | None = None) -> list[dict]:
+    """configs/english.yaml's dedup entries for ``stages`` (refinery stage names), in its order;
+    ``overrides`` ({stage: {key: value}}) replaces settings of a stage."""
     import yaml
 
     raw = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
@@ -620,6 +661,10 @@ def dedup_entries(stages: list[str]) -> list[dict]:
     missing = set(stages) - {next(iter(e)) for e in entries}
     if missing:
         raise SystemExit(f"{CONFIG} has no dedup stage {sorted(missing)}")
+    for entry in entries:
+        name = next(iter(entry))
+        if (overrides or {}).get(name):
+            entry[name] = {**(entry[name] or {}), **overrides[name]}
     return entries
 
 
@@ -632,22 +677,40 @@ def clean_outputs(folder: Path) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
-def scale_sampler(pid: int, interval: float = 0.1):
+def scale_sampler(pid: int, interval: float = 0.1, external: list[int] | None = None):
     """dedup.RssSampler (RSS of `pid` and of each descendant) that also keeps each process's
-    latest CPU seconds, so that a worker restarted mid-run (killed for memory) still counts."""
+    latest CPU seconds, so that a worker restarted mid-run (killed for memory) still counts.
+    `external` (pids, with their descendants) are sampled as well: the `dask worker` processes of
+    an existing scheduler, which are not our descendants."""
     from dedup import RssSampler
 
     class ScaleSampler(RssSampler):
-        def __init__(self, pid: int, interval: float):
+        def __init__(self, pid: int, interval: float, external: list[int]):
             super().__init__(pid, interval)
             self.cpu: dict[int, float] = {}
             self._procs: dict = {}
+            self.external = [self._psutil.Process(p) for p in external if self._psutil.pid_exists(p)]
+            for proc in self.external:
+                self.kinds[proc.pid] = "nanny (dask worker)"
 
         def _sample(self) -> None:
             super()._sample()
             if not self.samples:
                 return
-            for child in self.samples[-1][2]:
+            per = self.samples[-1][2]
+            for root in self.external:  # a nanny restarts its worker as a new child: walk each time
+                try:
+                    procs = [root, *root.children(recursive=True)]
+                except self._psutil.Error:
+                    continue
+                for proc in procs:
+                    try:
+                        per[proc.pid] = proc.memory_info().rss
+                    except self._psutil.Error:
+                        continue
+                    if proc.pid not in self.kinds:
+                        self.kinds[proc.pid] = self._kind(proc)
+            for child in per:
                 try:
                     proc = self._procs.setdefault(child, self._psutil.Process(child))
                     t = proc.cpu_times()
@@ -660,7 +723,25 @@ def scale_sampler(pid: int, interval: float = 0.1):
             seen = {p for t, _, per in self.samples if start <= t <= end for p in per}
             return sorted(set(known) | {p for p in seen if self.kinds.get(p) == "spawned worker"})
 
-    return ScaleSampler(pid, interval)
+    return ScaleSampler(pid, interval, external or [])
+
+
+def dask_processes(role: str, address: str | None = None) -> tuple[list[int], str]:
+    """Local `dask <role>` processes (role: worker or scheduler), found by their command line;
+    those naming ``address``'s port when any do (another cluster may run here), else all.
+    Returns (pids, how they were matched)."""
+    import psutil
+
+    port = address.rsplit(":", 1)[-1] if address else None
+    named, with_port = [], []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.info["pid"] == os.getpid() or not re.search(rf"\bdask[ -]{role}\b", cmd):
+            continue
+        named.append(proc.info["pid"])
+        if port and re.search(rf"(:|--port[ =]){port}\b", cmd):
+            with_port.append(proc.info["pid"])
+    return (with_port, "name and port") if with_port else (named, "name only")
 
 
 def _cpu_s(pids: list[int]) -> dict[int, float]:
@@ -676,7 +757,32 @@ def _cpu_s(pids: list[int]) -> dict[int, float]:
     return out
 
 
-def _child_run(data: str, stages: list[str], shuffle: str, workers: int) -> dict:
+def _external_workers(client, address: str) -> tuple[list[int], str]:
+    """The `dask worker` processes behind the scheduler at ``address`` that run on this machine
+    (found by name; by name alone only those that are parents of a worker the scheduler reports)."""
+    import socket
+
+    import psutil
+
+    here = socket.gethostname()
+    reported = [pid for (_, pid), (_, host) in zip(sorted(client.run(os.getpid).items()),
+                                                     sorted(client.run(socket.gethostname).items())) if host == here]
+    roots, how = dask_processes("worker", address)
+    if how == "name only":
+        parents = set()
+        for pid in reported:
+            try:
+                parents.update(p.pid for p in psutil.Process(pid).parents())
+            except psutil.Error:
+                continue
+        roots = [r for r in roots if r in parents]
+    if not roots:  # no nanny (--no-nanny) or not found: the worker processes themselves
+        roots, how = reported, "reported by the scheduler"
+    return roots, how
+
+
+def _child_run(data: str, stages: list[str], shuffle: str, workers: int, scheduler: str | None = None,
+               overrides: dict | None = None) -> dict:
     import dask
 
     from refinery.config import RunConfig, dedup_only_config
@@ -684,7 +790,7 @@ def _child_run(data: str, stages: list[str], shuffle: str, workers: int) -> dict
     from refinery.pipeline.run import deduplicate
 
     folder = Path(data)
-    config = dedup_only_config("scale", dedup_entries(stages),
+    config = dedup_only_config("scale", dedup_entries(stages, overrides),
                                RunConfig(workers=workers, threads_per_worker=1, dashboard=False, shuffle=shuffle))
     clean_outputs(folder)
     files = sorted((folder / "filtered").glob("*.parquet"))
@@ -697,9 +803,17 @@ def _child_run(data: str, stages: list[str], shuffle: str, workers: int) -> dict
 
     engine_class = timed_engine_class()
     disk = DiskSampler({"dedup": folder / "dedup", "documents": folder / "documents"})
-    with scale_sampler(os.getpid()) as rss, disk:
+    external, matched, scheduler_pids = [], None, []
+    if scheduler:  # its workers are not our descendants: sample the `dask worker` processes by name
+        from distributed import Client
+
+        with Client(scheduler, timeout=10) as probe:
+            external, matched = _external_workers(probe, scheduler)
+        scheduler_pids, how = dask_processes("scheduler", scheduler)
+        scheduler_pids = scheduler_pids if how == "name and port" and len(scheduler_pids) == 1 else []
+    with scale_sampler(os.getpid(), external=external + scheduler_pids) as rss, disk:
         t0 = time.perf_counter()
-        with engine_class(workers=workers, threads_per_worker=1, shuffle=shuffle) as engine:
+        with engine_class(workers=workers, threads_per_worker=1, shuffle=shuffle, scheduler=scheduler) as engine:
             t1 = time.perf_counter()
             started_pids = sorted(engine.client.run(os.getpid).values())
             disk.add("scratch", sorted(engine.client.run(lambda dask_worker: dask_worker.local_directory).values()))
@@ -715,17 +829,23 @@ def _child_run(data: str, stages: list[str], shuffle: str, workers: int) -> dict
     rows = [s for s in rss.samples if t1 <= s[0] <= t2]
     driver_peak = max((d for _, d, _ in rows), default=0)
     per_worker = {pid: max((per.get(pid, 0) for _, _, per in rows), default=0) for pid in worker_pids}
-    others: dict[int, int] = {}  # resource tracker and the like
+    others: dict[int, int] = {}  # resource tracker, nannies of external workers and the like
     for _, _, per in rows:
         for pid, value in per.items():
-            if pid not in per_worker:
+            if pid not in per_worker and pid not in scheduler_pids:
                 others[pid] = max(others.get(pid, 0), value)
+    scheduler_peak = max((per.get(pid, 0) for _, _, per in rows for pid in scheduler_pids), default=None)
     workers_total = max((sum(per.get(pid, 0) for pid in worker_pids) for _, _, per in rows), default=0)
     # a worker gone before the end (restarted) counts with the last CPU time sampled
     cpu = {pid: cpu1.get(pid, rss.cpu.get(pid, 0.0)) - cpu0.get(pid, 0.0) for pid in worker_pids}
     driver_cpu = cpu1.get(os.getpid(), 0.0) - cpu0.get(os.getpid(), 0.0)
     return {
         "stages": stages, "shuffle": shuffle, "workers": workers, "shards": len(shards),
+        "dedup_settings": {s.name: (s.config.model_dump() if hasattr(s.config, "model_dump") else str(s.config))
+                           for s in config.dedup},
+        # LocalCluster: the scheduler and nannies live in the driver; an existing scheduler: neither does
+        "cluster": {"scheduler": scheduler, "workers_matched_by": matched, "external_roots": external,
+                    "scheduler_pid": scheduler_pids[0] if scheduler_pids else None} if scheduler else "LocalCluster",
         "worker_processes_seen": len(worker_pids),  # more than `workers`: a worker was restarted
         "cluster_start_s": round(t1 - t0, 3), "dedup_wall_s": round(t2 - t1, 3), "cluster_close_s": round(t3 - t2, 3),
         "phases_wall_s": engine.phase_seconds(), "phases": [{**p, "start": round(p["start"] - t1, 3),
@@ -741,8 +861,9 @@ def _child_run(data: str, stages: list[str], shuffle: str, workers: int) -> dict
                     "peak_workers_total": round(workers_total * mib, 1),
                     "per_worker": {str(pid): round(v * mib, 1) for pid, v in per_worker.items()},
                     "other_descendants": {f"{pid} {rss.kinds.get(pid, '?')}": round(v * mib, 1) for pid, v in others.items()},
+                    "scheduler_process": round(scheduler_peak * mib, 1) if scheduler_peak is not None else None,
                     "samples": len(rows)},
-        "disk_bytes": {**{f"peak_{k}": v for k, v in disk.peaks().items()},
+        "disk_bytes": {**{f"peak_{k}": v for k, v in disk.peaks().items()}, "peak_all_at_once": disk.peak_total,
                        "final_dedup": folder_bytes(folder / "dedup"), "final_documents": folder_bytes(folder / "documents"),
                        "filtered": folder_bytes(folder / "filtered"), "samples": disk.samples},
     }
@@ -887,7 +1008,8 @@ def _child_cmd(kind: str, result: str, *args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--result", result, *args]
 
 
-def run_one(folder: Path, stages: list[str], shuffle: str, workers: int) -> dict:
+def run_one(folder: Path, stages: list[str], shuffle: str, workers: int, scheduler: str | None = None,
+            overrides: dict | None = None) -> dict:
     from dedup import THREAD_ENV
     from map_phase import OFFLINE_ENV, run_measured
 
@@ -895,6 +1017,10 @@ def run_one(folder: Path, stages: list[str], shuffle: str, workers: int) -> dict
     result_path = str(log_dir / "_result.json")
     cmd = _child_cmd("run", result_path, "--data", str(folder), "--stages", ",".join(stages), "--shuffle", shuffle,
                      "--workers", str(workers))
+    if scheduler:
+        cmd += ["--scheduler", scheduler]
+    if overrides:
+        cmd += ["--overrides", json.dumps(overrides)]
     env = {**os.environ, **OFFLINE_ENV, **THREAD_ENV, "PYTHONWARNINGS": "ignore"}
     result = run_measured(cmd, env, str(log_dir / "child.log"), result_path, "scale run")
     shutil.rmtree(log_dir, ignore_errors=True)
@@ -925,7 +1051,9 @@ def markdown(records: list[dict]) -> str:
         ran = {kind: DEDUP_STAGES[kind] in run["stages"] for kind in DEDUP_STAGES}
         lines.append(
             f"| {gen['documents']:,} | {gen['shards']} | {gen['text_bytes'] / 1e6:,.0f} "
-            f"| {','.join(k for k in DEDUP_STAGES if ran[k])} | {run['shuffle']} | {run['dedup_wall_s']:.1f} "
+            f"| {','.join(k for k in DEDUP_STAGES if ran[k])} "
+            f"| {run['shuffle']}{', scheduler' if run.get('cluster', 'LocalCluster') != 'LocalCluster' else ''} "
+            f"| {run['dedup_wall_s']:.1f} "
             f"| {run['cpu_s']['total']:.0f} ({run['cpu_s']['driver']:.0f} + {run['cpu_s']['workers']:.0f}) | {phases} "
             f"| {run['rss_mib']['peak_worker']:,.0f} | {run['rss_mib']['peak_driver']:,.0f} "
             f"| {run['disk_bytes']['peak_dedup'] / 1e6:,.0f} | {_pct(check_['exact'], ran['exact'])} "
@@ -965,9 +1093,10 @@ def command_run(args) -> int:
                   f"shuffle {args.shuffle} ...", file=sys.stderr, flush=True)
             record = {**_report_header(args), "benchmark": "scale", "documents": n, "shards": args.shards,
                       "seed": args.seed, "data": str(folder), "generator": manifest,
-                      "settings": {"stages": stages, "shuffle": args.shuffle, "workers": args.workers}}
+                      "settings": {"stages": stages, "shuffle": args.shuffle, "workers": args.workers,
+                                   "scheduler": args.scheduler}}
             try:
-                run = run_one(folder, stages, args.shuffle, args.workers)
+                run = run_one(folder, stages, args.shuffle, args.workers, args.scheduler)
             except SystemExit as err:  # a failed size (memory, disk) is a result too; go on with the next
                 record["failed"] = str(err)[-4000:]
                 append_records(Path(args.json), [record])
@@ -997,6 +1126,381 @@ def command_generate(args) -> int:
     manifest = generate(Path(args.out), args.docs[0], args.shards, args.seed, args.processes)
     print(json.dumps({k: v for k, v in manifest.items() if k != "per_shard"}, indent=2))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# datatrove: refinery's MinHash against datatrove's, on the same generated documents
+# ---------------------------------------------------------------------------------------------
+
+DATATROVE_ENGINES = {  # name: jaccard_to_kept for refinery's minhash_dedup, None for datatrove
+    "refinery": True, "refinery-nojaccard": False, "datatrove": None}
+DATATROVE_PHASES = ("signatures", "buckets", "cluster", "filter")
+
+
+def removal_check(truth: list[dict], ids: list[str], removed: set[str]) -> dict:
+    """Recall of a whole-document dedup from the ids it removed: a planted exact or near pair is
+    resolved when exactly one of its two documents is gone. Anything removed outside those pairs
+    (URL re-crawls and span pairs have texts of their own) is a false positive."""
+    report: dict = {"docs_in": len(ids), "removed": len(removed), "removed_unknown_ids": len(removed - set(ids))}
+    in_pairs: set[str] = set()
+    for kind in ("exact", "near"):
+        rows = [r for r in truth if r["kind"] == kind]
+        states = [(r["copy_id"] in removed, r["original_id"] in removed) for r in rows]
+        resolved = sum(a != b for a, b in states)
+        report[kind] = {"planted": len(rows), "resolved": resolved,
+                        "recall": round(resolved / len(rows), 4) if rows else None,
+                        "both_removed": sum(a and b for a, b in states),
+                        "neither_removed": sum(not a and not b for a, b in states)}
+        if kind == "near":
+            report[kind]["missed_jaccards"] = sorted(r["jaccard"] for r, (a, b) in zip(rows, states) if not a and not b)[:20]
+        in_pairs.update(x for r in rows for x in (r["copy_id"], r["original_id"]))
+    role = {}
+    for r in truth:
+        if r["kind"] in ("url", "span"):
+            role[r["copy_id"]], role[r["original_id"]] = f"{r['kind']}_copy", f"{r['kind']}_original"
+    outside = removed - in_pairs
+    by_role: dict[str, int] = {}
+    for x in outside:
+        by_role[role.get(x, "unplanted")] = by_role.get(role.get(x, "unplanted"), 0) + 1
+    report["false_positives"] = {"removed_outside_pairs": len(outside), "by_role": by_role,
+                                 "rate": round(len(outside) / max(len(ids) - len(in_pairs), 1), 6)}
+    return report
+
+
+def _ids(files: list[Path]) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [x for f in files for x in pq.read_table(f, columns=["id"]).column("id").to_pylist()]
+
+
+def run_refinery_minhash(folder: Path, workers: int, jaccard_to_kept: bool, truth: list[dict], ids: list[str]) -> dict:
+    """deduplicate() with minhash_dedup alone (english.yaml's settings), in a fresh child process."""
+    run = run_one(folder, ["minhash_dedup"], "tasks", workers,
+                  overrides={"minhash_dedup": {"jaccard_to_kept": jaccard_to_kept}})
+    alive = set(_ids(sorted((folder / "documents").glob("*.parquet"))))
+    removed = set(ids) - alive
+    check_ = removal_check(truth, ids, removed)
+    check_["removed_by_summary"] = run["per_stage"].get("minhash_dedup", {}).get("removed")
+    return {
+        "total_wall_s": round(run["cluster_start_s"] + run["dedup_wall_s"] + run["cluster_close_s"], 3),
+        "phases_s": {"cluster_start": run["cluster_start_s"], **run["phases_wall_s"], "cluster_close": run["cluster_close_s"]},
+        "dedup_only_s": run["dedup_wall_s"], "process_wall_s": round(run["process_wall_s"], 2),
+        "tree_cpu_s": round(run["tree_cpu_s"], 1),
+        "peak_worker_rss_mib": run["rss_mib"]["peak_worker"], "peak_driver_rss_mib": run["rss_mib"]["peak_driver"],
+        "peak_disk_bytes": run["disk_bytes"]["peak_all_at_once"], "removed": len(removed), "check": check_, "run": run,
+    }
+
+
+def run_datatrove_minhash(folder: Path, workers: int, work: Path, truth: list[dict], ids: list[str]) -> dict:
+    """datatrove 0.10.1's four MinHash stages exactly as `benchmarks/dedup.py speed` runs them (its
+    child, reading folder/filtered/ in place), in a fresh child process; its work folder (signatures,
+    buckets, remove, documents, logs) is walked every second from here."""
+    from dedup import THREAD_ENV
+    from map_phase import OFFLINE_ENV, run_measured
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    result_path = str(work / "_result.json")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "dedup.py"), "--child", "datatrove", "--result", result_path,
+           "--out", str(work / "run"), "--data", str(folder / "filtered"), "--workers", str(workers)]
+    env = {**os.environ, **OFFLINE_ENV, **THREAD_ENV, "PYTHONWARNINGS": "ignore"}
+    with DiskSampler({"run": work / "run"}) as disk:
+        result = run_measured(cmd, env, str(work / "child.log"), result_path, "datatrove")
+    removed = set(result.pop("removed_ids"))
+    result.pop("cluster_of", None)
+    check_ = removal_check(truth, ids, removed)
+    check_["removed_by_filter_stats"] = result["removed"]
+    rss = result.pop("rss")
+    rss.pop("processes", None)
+    return {
+        "total_wall_s": round(result["wall_s"], 3), "phases_s": {k: round(v, 3) for k, v in result["phases_s"].items()},
+        "process_wall_s": round(result["process_wall_s"], 2), "tree_cpu_s": round(result["tree_cpu_s"], 1),
+        "peak_worker_rss_mib": rss["peak_worker_rss_mib"], "peak_driver_rss_mib": rss["peak_driver_rss_mib"],
+        "peak_disk_bytes": disk.peak_total,
+        "final_disk_bytes": {sub: folder_bytes(work / "run" / sub) for sub in ("signatures", "buckets", "remove", "documents")},
+        "removed": len(removed), "check": check_, "rss": rss,
+        "run": {k: v for k, v in result.items() if k not in ("phases_s",)},
+    }
+
+
+def datatrove_markdown(records: list[dict]) -> str:
+    lines = [("| documents | engine | total wall s | phases s | CPU s (process tree) | peak worker RSS MiB "
+              "| peak driver RSS MiB | disk peak MB | removed | exact recall | near recall | removed outside pairs |"),
+             "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        for engine, e in r["engines"].items():
+            if "failed" in e:
+                lines.append(f"| {r['documents']:,} | {engine} | failed | | | | | | | | | |")
+                continue
+            phases = " / ".join(f"{k.replace('cluster_', '')} {v:.1f}" for k, v in e["phases_s"].items())
+            c = e["check"]
+            lines.append(f"| {r['documents']:,} | {engine} | {e['total_wall_s']:.1f} | {phases} | {e['tree_cpu_s']:.0f} "
+                         f"| {e['peak_worker_rss_mib']:,.0f} | {e['peak_driver_rss_mib']:,.0f} "
+                         f"| {e['peak_disk_bytes'] / 1e6:,.0f} | {e['removed']:,} | {_pct(c['exact'], True)} "
+                         f"| {_pct(c['near'], True)} | {c['false_positives']['removed_outside_pairs']} |")
+    return "\n".join(lines)
+
+
+def command_datatrove(args) -> int:
+    import pyarrow.parquet as pq
+    from dedup import _report_header
+
+    out = Path(args.out).resolve()
+    engines = list(DATATROVE_ENGINES)
+    records = []
+    for n in args.docs:
+        folder = out / f"n{n}"
+        manifest = ensure_data(folder, n, args.shards, args.seed, args.processes, args.regenerate)
+        manifest = {k: v for k, v in manifest.items() if k != "per_shard"}
+        truth = pq.read_table(folder / "truth.parquet").to_pylist()
+        ids = _ids(sorted((folder / "filtered").glob("*.parquet")))
+        for round_ in range(args.repeat):
+            record = {**_report_header(args), "benchmark": "scale_datatrove", "documents": n, "shards": args.shards,
+                      "seed": args.seed, "data": str(folder), "generator": manifest, "workers": args.workers,
+                      "shape": {"ngram": 5, "bands": 450, "rows": 20}, "round": round_ + 1, "engines": {}}
+            for engine in engines[round_ % 3:] + engines[:round_ % 3]:  # a different one goes first each round
+                print(f"[{n:,} docs, {round_ + 1}/{args.repeat}] {engine} ...", file=sys.stderr, flush=True)
+                try:
+                    if DATATROVE_ENGINES[engine] is None:
+                        result = run_datatrove_minhash(folder, args.workers, folder / "datatrove-work", truth, ids)
+                        if not args.keep:
+                            shutil.rmtree(folder / "datatrove-work", ignore_errors=True)
+                    else:
+                        result = run_refinery_minhash(folder, args.workers, DATATROVE_ENGINES[engine], truth, ids)
+                except SystemExit as err:  # recorded; the other engines still run
+                    result = {"failed": str(err)[-4000:]}
+                    print(f"    failed: {str(err)[:2000]}", file=sys.stderr, flush=True)
+                else:
+                    print(f"    {result['total_wall_s']:.1f} s, removed {result['removed']}, near recall "
+                          f"{_pct(result['check']['near'], True)}", file=sys.stderr, flush=True)
+                record["engines"][engine] = result
+            record["engines"] = {e: record["engines"][e] for e in engines}  # table order
+            record["table_markdown"] = datatrove_markdown([record])
+            append_records(Path(args.json), [record])
+            records.append(record)
+        if args.clean:
+            clean_outputs(folder)
+    print(datatrove_markdown(records))
+    print(f"appended {len(records)} record(s) to {args.json}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# cluster: the same dedup chain on an existing Dask scheduler and on a LocalCluster
+# ---------------------------------------------------------------------------------------------
+
+class DaskProcesses:
+    """`dask scheduler` on 127.0.0.1 (a free port) and `workers` `dask worker` processes (one
+    process, one thread each, a nanny each, own --local-directory), started here; on leaving (also
+    on failure) each is sent SIGTERM, and after 30 s its process group SIGKILL."""
+
+    def __init__(self, folder: Path, workers: int, env: dict):
+        self.folder, self.workers, self.env = folder, workers, env
+        self.procs: list = []
+        self.address = None
+
+    def __enter__(self):
+        import socket
+
+        from distributed import Client
+
+        with socket.socket() as sock:  # a free port, released for the scheduler
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.address = f"tcp://127.0.0.1:{port}"
+        dask_cli = str(Path(sys.executable).with_name("dask"))
+        shutil.rmtree(self.folder, ignore_errors=True)
+        (self.folder / "logs").mkdir(parents=True)
+        started = time.perf_counter()
+        try:
+            self._start([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], "scheduler")
+            for i in range(self.workers):
+                self._start([dask_cli, "worker", self.address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+                             "--local-directory", str(self.folder / f"worker-{i}"), "--name", f"scale-worker-{i}"],
+                            f"worker-{i}")
+            with Client(self.address, timeout=60) as client:
+                deadline = time.perf_counter() + 120
+                while len(client.scheduler_info()["workers"]) < self.workers:
+                    dead = [name for proc, _, name in self.procs if proc.poll() is not None]
+                    if dead or time.perf_counter() > deadline:
+                        raise SystemExit(f"dask {', '.join(dead) or 'workers'} did not come up; logs in "
+                                         f"{self.folder / 'logs'}:\n{self._tails()}")
+                    time.sleep(0.2)
+        except BaseException as err:
+            self.stop()
+            if isinstance(err, SystemExit):
+                raise
+            raise SystemExit(f"starting the Dask processes failed: {err!r}\n{self._tails()}") from err
+        self.start_s = round(time.perf_counter() - started, 2)
+        return self
+
+    def _start(self, cmd: list[str], name: str) -> None:
+        import subprocess
+
+        log = open(self.folder / "logs" / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop())
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own process group: its children go with it
+        self.procs.append((proc, log, name))
+
+    def _tails(self) -> str:
+        return "\n".join(f"--- {name}:\n" + (self.folder / "logs" / f"{name}.log").read_text(errors="replace")[-1500:]
+                         for _, _, name in self.procs)
+
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for proc, _, name in self.procs}
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        started = time.perf_counter()
+        for proc, _, _ in reversed(self.procs):  # workers first, then the scheduler
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, log, _ in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, 30 - (time.perf_counter() - started)))
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # whatever is left of the group we started (a worker its nanny left behind)
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+            log.close()
+        self.stop_s = round(time.perf_counter() - started, 2)
+        self.procs_stopped = {name: proc.returncode for proc, _, name in self.procs}
+        self.procs = []
+
+    def __exit__(self, *exc) -> None:
+        if self.procs:
+            self.stop()
+
+
+def link_data(folder: Path, dest: Path) -> None:
+    """dest/filtered/ (hard links to folder/filtered/: refinery only reads them) and truth.parquet."""
+    shutil.rmtree(dest, ignore_errors=True)
+    (dest / "filtered").mkdir(parents=True)
+    for f in sorted((folder / "filtered").glob("*.parquet")):
+        os.link(f, dest / "filtered" / f.name)
+    os.link(folder / "truth.parquet", dest / "truth.parquet")
+
+
+def output_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under documents/ and dedup/clusters.parquet/, by relative path."""
+    import hashlib
+
+    out = {}
+    for sub in ("documents", "dedup/clusters.parquet"):
+        root = folder / sub
+        for path in sorted(root.rglob("*")) if root.is_dir() else []:
+            if path.is_file():
+                digest = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                out[f"{sub}/{path.relative_to(root)}"] = digest.hexdigest()
+    return out
+
+
+def compare_runs(a: Path, b: Path, run_a: dict, run_b: dict) -> dict:
+    ha, hb = output_hashes(a), output_hashes(b)
+    differ = sorted(k for k in set(ha) & set(hb) if ha[k] != hb[k])
+    only_a, only_b = sorted(set(ha) - set(hb)), sorted(set(hb) - set(ha))
+    per_stage = run_a.get("per_stage") == run_b.get("per_stage")
+    return {
+        "identical": bool(ha) and not differ and not only_a and not only_b and per_stage,
+        "files_compared": len(set(ha) | set(hb)),
+        "documents_files": sum(k.startswith("documents/") for k in ha),
+        "clusters_files": sum(k.startswith("dedup/clusters.parquet/") for k in ha),
+        "differ": differ, "only_in_scheduler_run": only_a, "only_in_local_run": only_b,
+        "per_stage_identical": per_stage,
+        "per_stage": {"scheduler": run_a.get("per_stage"), "local": run_b.get("per_stage")} if not per_stage else None,
+        "sha256": ha,
+    }
+
+
+def cluster_markdown(records: list[dict]) -> str:
+    lines = [("| documents | dedup | cluster | start s | dedup wall s | close s | CPU s (driver + workers) "
+              "| peak worker RSS MiB | peak driver RSS MiB | scheduler process RSS MiB | outputs identical |"),
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in records:
+        same = r.get("comparison", {}).get("identical")
+        for name, run in r["runs"].items():
+            if "failed" in run:
+                lines.append(f"| {r['documents']:,} | | {name} | failed | | | | | | | |")
+                continue
+            start = r["dask_processes"]["start_s"] if name == "scheduler" else run["cluster_start_s"]
+            sched = run["rss_mib"].get("scheduler_process")
+            lines.append(
+                f"| {r['documents']:,} | {','.join(k for k, v in DEDUP_STAGES.items() if v in run['stages'])} "
+                f"| {'existing scheduler, 2 `dask worker`' if name == 'scheduler' else 'LocalCluster'} "
+                f"| {start:.1f} | {run['dedup_wall_s']:.1f} | {run['cluster_close_s']:.1f} "
+                f"| {run['cpu_s']['total']:.0f} ({run['cpu_s']['driver']:.0f} + {run['cpu_s']['workers']:.0f}) "
+                f"| {run['rss_mib']['peak_worker']:,.0f} | {run['rss_mib']['peak_driver']:,.0f} "
+                f"| {f'{sched:,.0f}' if sched is not None else 'in the driver'} "
+                f"| {'-' if same is None else ('yes' if same else 'NO')} |")
+    return "\n".join(lines)
+
+
+def command_cluster(args) -> int:
+    from dedup import THREAD_ENV, _report_header
+    from map_phase import OFFLINE_ENV
+
+    stages = parse_stages(args.dedup)
+    out = Path(args.out).resolve()
+    env = {**os.environ, **OFFLINE_ENV, **THREAD_ENV, "PYTHONWARNINGS": "ignore",
+           # workers unpickle refinery's tasks; the checkout is not installed
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    records, failed = [], False
+    for n in args.docs:
+        folder = out / f"n{n}"
+        manifest = ensure_data(folder, n, args.shards, args.seed, args.processes, args.regenerate)
+        manifest = {k: v for k, v in manifest.items() if k != "per_shard"}
+        copies = {"scheduler": folder / "cluster-scheduler", "local": folder / "cluster-local"}
+        for dest in copies.values():
+            link_data(folder, dest)
+        record = {**_report_header(args), "benchmark": "scale_cluster", "documents": n, "shards": args.shards,
+                  "seed": args.seed, "data": str(folder), "generator": manifest,
+                  "settings": {"stages": stages, "shuffle": args.shuffle, "workers": args.workers},
+                  "outputs": {k: str(v) for k, v in copies.items()}, "runs": {}}
+        try:
+            print(f"[{n:,} docs] starting a Dask scheduler and {args.workers} workers ...", file=sys.stderr, flush=True)
+            cluster = DaskProcesses(folder / "cluster-processes", args.workers, env)
+            with cluster:
+                record["dask_processes"] = {"address": cluster.address, "pids": cluster.pids(),
+                                            "start_s": cluster.start_s}
+                print(f"    {cluster.address} up in {cluster.start_s:.1f} s; deduplicate: {' -> '.join(stages)} ...",
+                      file=sys.stderr, flush=True)
+                record["runs"]["scheduler"] = run_one(copies["scheduler"], stages, args.shuffle, args.workers,
+                                                      cluster.address)
+            # stopped before the local run, so that it runs on an otherwise idle machine
+            record["dask_processes"].update(stop_s=cluster.stop_s, exit_codes=cluster.procs_stopped)
+            print(f"    wall {record['runs']['scheduler']['dedup_wall_s']:.1f} s; the same on a LocalCluster ...",
+                  file=sys.stderr, flush=True)
+            record["runs"]["local"] = run_one(copies["local"], stages, args.shuffle, args.workers)
+        except SystemExit as err:
+            record["failed"] = str(err)[-4000:]
+            failed = True
+            print(f"    failed: {str(err)[:2000]}", file=sys.stderr, flush=True)
+        else:
+            record["comparison"] = compare_runs(copies["scheduler"], copies["local"], record["runs"]["scheduler"],
+                                                record["runs"]["local"])
+            c = record["comparison"]
+            print(f"    identical: {c['identical']} ({c['files_compared']} files; differ {c['differ'][:5]}, only in "
+                  f"one {(c['only_in_scheduler_run'] + c['only_in_local_run'])[:5]}, per_stage identical "
+                  f"{c['per_stage_identical']})", file=sys.stderr, flush=True)
+            record["table_markdown"] = cluster_markdown([record])
+        append_records(Path(args.json), [record])
+        records.append(record)
+        if args.clean:
+            for dest in (*copies.values(), folder / "cluster-processes"):
+                shutil.rmtree(dest, ignore_errors=True)
+        if failed:
+            break
+    print(cluster_markdown([r for r in records if "failed" not in r]))
+    print(f"appended {len(records)} record(s) to {args.json}", file=sys.stderr)
+    return 1 if failed or not all(r["comparison"]["identical"] for r in records) else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1086,6 +1590,7 @@ def _child_map(paths: list[str], out: str, workers: int) -> dict:
     tasks: dict[str, int] = {}
     for t in stream.data:
         key = t["key"] if isinstance(t["key"], str) else str(t["key"][0] if isinstance(t["key"], tuple) else t["key"])
+        key = key.removeprefix("bundle-")  # several small tasks run as one Dask task (Engine's plan_units)
         prefix = key.split("-")[0] if key.split("-")[0] in ("map", "keys", "apply", "substring") else "dataframe"
         seconds = sum(s["stop"] - s["start"] for s in t["startstops"] if s["action"] == "compute")
         compute[prefix] = compute.get(prefix, 0.0) + seconds
@@ -1175,13 +1680,15 @@ def command_map_shards(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", choices=("run", "generate", "map-shards"))
+    parser.add_argument("which", nargs="?", choices=("run", "generate", "map-shards", "datatrove", "cluster"))
     parser.add_argument("--docs", type=int, nargs="+", default=[10_000], help="document counts (run: one record each)")
     parser.add_argument("--shards", type=int, default=8, help="Parquet shards per size (default 8)")
     parser.add_argument("--out", help="data folder: run writes OUT/n<N>/, generate writes OUT/, map-shards OUT/warcs")
     parser.add_argument("--dedup", default="exact,minhash,url,substring", help="comma list of " + ",".join(DEDUP_STAGES))
     parser.add_argument("--shuffle", choices=("tasks", "p2p"), default="tasks", help="dask dataframe.shuffle.method")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes (1 thread each)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="run: use the Dask scheduler at ADDRESS (its workers "
+                        "found by name on this machine) instead of a LocalCluster")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--processes", type=int, default=2, help="generator processes (default 2)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per size")
@@ -1190,12 +1697,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(RESULTS_FILE), help="records are appended here")
     parser.add_argument("--map-shards", type=int, default=512, help="map-shards: WARC shards to cut")
     parser.add_argument("--records-per-shard", type=int, default=4, help="map-shards: response records per shard")
-    parser.add_argument("--keep", action="store_true", help="map-shards: keep the WARCs and the run's output")
+    parser.add_argument("--keep", action="store_true", help="map-shards: keep the WARCs and the run's output; "
+                        "datatrove: keep datatrove's work folder (OUT/n<N>/datatrove-work)")
     parser.add_argument("--child", choices=("generate", "run", "map"), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--stages", help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", help=argparse.SUPPRESS)
     parser.add_argument("--input", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from map_phase import OFFLINE_ENV
@@ -1206,17 +1715,21 @@ def main(argv: list[str] | None = None) -> int:
             result = {k: v for k, v in generate(Path(args.data), args.n, args.shards, args.seed, args.processes).items()
                       if k != "per_shard"}
         elif args.child == "run":
-            result = _child_run(args.data, args.stages.split(","), args.shuffle, args.workers)
+            result = _child_run(args.data, args.stages.split(","), args.shuffle, args.workers, args.scheduler,
+                                json.loads(args.overrides) if args.overrides else None)
         else:
             result = _child_map(args.input, args.data, args.workers)
         Path(args.result).write_text(json.dumps(result))
         return 0
     if args.which is None:
-        parser.error("choose run, generate or map-shards")
+        parser.error("choose run, generate, map-shards, datatrove or cluster")
     if not args.out:
         parser.error("--out is required")
     os.environ.update(OFFLINE_ENV)
-    return {"run": command_run, "generate": command_generate, "map-shards": command_map_shards}[args.which](args)
+    if args.scheduler and args.which != "run":
+        parser.error("--scheduler is for run")
+    return {"run": command_run, "generate": command_generate, "map-shards": command_map_shards,
+            "datatrove": command_datatrove, "cluster": command_cluster}[args.which](args)
 
 
 if __name__ == "__main__":

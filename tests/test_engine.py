@@ -118,3 +118,34 @@ def test_parsing_a_config_loads_no_model_parser_or_torch():
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def _length(path: str, *upstream) -> int:
+    return len(Path(path).read_text()) + sum(upstream)
+
+
+def test_small_tasks_share_dask_tasks_and_results_keep_their_order(tmp_path):
+    """Tiny root tasks run several to a Dask task (and the tasks after each bundle as one), big ones
+    alone; every task still has its own result, in order, and its own marker."""
+    from refinery.engine import Engine
+    from refinery.engine.cluster import BUNDLE_INPUT_BYTES, plan_units
+
+    small = []
+    for n in range(40):
+        (tmp_path / f"s{n}.txt").write_text("x" * n)
+        small.append(Task(key=f"map-{n}", func=_length, args=(str(tmp_path / f"s{n}.txt"),),
+                          inputs=(str(tmp_path / f"s{n}.txt"),), marker=str(tmp_path / "_markers" / f"map-{n}.done")))
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as handle:
+        handle.truncate(BUNDLE_INPUT_BYTES)  # sparse: as big as the bound, so alone
+    tasks = [*small, Task(key="map-big", func=len, args=("abc",), inputs=(str(big),))]
+    tasks += [Task(key=f"keys-{n}", func=_length, args=(str(tmp_path / f"s{n}.txt"), 1), after=(f"map-{n}",))
+              for n in range(40)]
+    units = plan_units(tasks, workers=2)
+    sizes = [[t.key.split("-")[0] for t in unit] for unit in units]
+    assert sizes == [["map"] * 5] * 8 + [["map"]] + [["keys"] * 5] * 8  # 41 roots // (4 x 2 workers) = 5 a unit
+    assert [t.key for t in units[8]] == ["map-big"] and [t.key for t in units[9]] == [f"keys-{n}" for n in range(5)]
+    with Engine(scheduler="sync") as engine:
+        results = engine.run(tasks)
+    assert results == [*range(40), 3, *(n + 1 for n in range(40))]
+    assert all((tmp_path / "_markers" / f"map-{n}.done").exists() for n in range(40))

@@ -135,3 +135,36 @@ def test_same_seed_same_documents(generated, tmp_path):
         name = f"filtered/{harness.shard_id(s)}.parquet"
         assert pq.read_table(tmp_path / name).equals(pq.read_table(folder / name))
     assert pq.read_table(tmp_path / "truth.parquet").equals(pq.read_table(folder / "truth.parquet"))
+
+
+def test_removal_check_scores_pairs_from_removed_ids(generated):
+    """The datatrove comparison's recall, from removed ids alone: a pair counts once one of its two is gone."""
+    harness, *_, docs, _, truth = generated
+    ids = list(docs)
+    exact = [r for r in truth if r["kind"] == "exact"]
+    near = [r for r in truth if r["kind"] == "near"]
+    url = next(r for r in truth if r["kind"] == "url")
+    removed = {r["copy_id"] for r in exact} | {near[0]["copy_id"], near[0]["original_id"]} | {url["copy_id"]}
+    report = harness.removal_check(truth, ids, removed)
+    assert report["exact"]["recall"] == 1.0
+    assert report["near"]["resolved"] == 0 and report["near"]["both_removed"] == 1
+    assert report["near"]["neither_removed"] == len(near) - 1
+    assert report["false_positives"]["removed_outside_pairs"] == 1
+    assert report["false_positives"]["by_role"] == {"url_copy": 1}
+
+
+def test_compare_runs_names_the_files_that_differ(tmp_path):
+    harness = load_harness()
+    for side, text in (("a", b"same"), ("b", b"other")):
+        (tmp_path / side / "documents").mkdir(parents=True)
+        (tmp_path / side / "dedup" / "clusters.parquet").mkdir(parents=True)
+        (tmp_path / side / "documents" / "s0.parquet").write_bytes(b"x")
+        (tmp_path / side / "dedup" / "clusters.parquet" / "part.0.parquet").write_bytes(text)
+    (tmp_path / "a" / "dedup" / "other.parquet").write_bytes(b"not compared")
+    stats = {"per_stage": {"minhash_dedup": {"removed": 1}}}
+    result = harness.compare_runs(tmp_path / "a", tmp_path / "b", stats, stats)
+    assert not result["identical"] and result["differ"] == ["dedup/clusters.parquet/part.0.parquet"]
+    assert result["files_compared"] == 2 and result["per_stage_identical"]
+    (tmp_path / "b" / "dedup" / "clusters.parquet" / "part.0.parquet").write_bytes(b"same")
+    assert harness.compare_runs(tmp_path / "a", tmp_path / "b", stats, stats)["identical"]
+    assert not harness.compare_runs(tmp_path / "a", tmp_path / "b", stats, {"per_stage": {}})["identical"]

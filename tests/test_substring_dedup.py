@@ -171,3 +171,24 @@ def test_substring_dedup_must_be_last():
     with pytest.raises(ConfigError) as err:
         _config({"substring_dedup": {}}, {"url_dedup": {}})
     assert err.value.key == "dedup[0]"
+
+
+def test_window_hashes_take_tokens_as_str_split_does():
+    """Every Unicode whitespace character separates tokens, as in find_repeats; the same window
+    hashes the same in any text, whatever surrounds it."""
+    import numpy as np
+
+    from refinery.stages.substring_dedup import window_hashes
+
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    rng = random.Random(2)
+    alphabet = list("abcé中😀\u200b-") + spaces  # \u200b (zero width) is not whitespace
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        tokens = text.split()
+        assert len(window_hashes(text, 1)) == len(tokens)
+        assert list(window_hashes(text, 1)) == [window_hashes(t, 1)[0] for t in tokens]
+    window = "one two three four five"
+    a = window_hashes(f"x y {window} z", 5)
+    b = window_hashes(f"{window}\u3000q", 5)
+    assert a[2] == b[0] and len(set(a.tolist())) == len(a) and a.dtype == np.uint64

@@ -41,6 +41,52 @@ def _connect(address: str):
                                          f"{SCHEDULER_TIMEOUT_S} s ({type(err).__name__})") from None
 
 
+BUNDLE_INPUT_BYTES = 16 << 20  # a root task reading less than this may share a Dask task
+BUNDLE_TASKS = 32  # at most this many tasks to one Dask task
+
+
+def plan_units(tasks: list[Task], workers: int) -> list[list[Task]]:
+    """The Dask tasks for ``tasks``: each alone, except that small root tasks (no ``after``, local
+    inputs under BUNDLE_INPUT_BYTES together) run several to one, and the tasks that wait only on
+    one such bundle form one bundle after it. Scheduling costs a few ms a Dask task, as much as a
+    tiny shard's work; markers, logs and results stay per task. Keeps 4 units per worker at least."""
+    from refinery.engine.watch import input_bytes
+
+    roots = [t for t in tasks if not t.after]
+    limit = max(1, min(BUNDLE_TASKS, len(roots) // (4 * max(workers, 1))))
+    units: list[list[Task]] = []
+    unit_of: dict[str, int] = {}
+    followers: dict[int, int] = {}
+    open_unit, open_bytes = None, 0
+    for task in tasks:
+        size = input_bytes(task.inputs) if not task.after and limit > 1 else None
+        if size is not None and size < BUNDLE_INPUT_BYTES:
+            if open_unit is None or len(units[open_unit]) >= limit or open_bytes + size > BUNDLE_INPUT_BYTES:
+                units.append([])
+                open_unit, open_bytes = len(units) - 1, 0
+            units[open_unit].append(task)
+            open_bytes += size
+            unit_of[task.key] = open_unit
+            continue
+        upstream = {unit_of[key] for key in task.after}
+        if len(upstream) == 1 and len(units[next(iter(upstream))]) > 1:
+            lead = next(iter(upstream))
+            if lead not in followers:
+                units.append([])
+                followers[lead] = len(units) - 1
+            units[followers[lead]].append(task)
+            unit_of[task.key] = followers[lead]
+            continue
+        units.append([task])
+        unit_of[task.key] = len(units) - 1
+    return units
+
+
+def run_unit(unit: list[Task], *_upstream, files=None) -> list:
+    """The results of a unit's tasks, run one after another (see :func:`plan_units`)."""
+    return [run_task(task, files=files) for task in unit]
+
+
 class Engine:
     """Runs :class:`Task` lists on a ``distributed`` client (a LocalCluster, or the scheduler at
     ``scheduler``), or in-process with Dask's synchronous scheduler when ``scheduler`` is "sync".
@@ -128,26 +174,40 @@ class Engine:
         from dask import delayed
 
         report = len(tasks) if report is None else report
-        nodes: dict[str, object] = {}
-        for task in tasks:
-            upstream = [nodes[key] for key in task.after]
-            nodes[task.key] = delayed(run_task, pure=False)(task, *upstream, files=files, dask_key_name=task.key)
-        ordered = [nodes[t.key] for t in tasks]
+        position = {task.key: n for n, task in enumerate(tasks)}
+        units = plan_units(tasks, self._worker_count())
+        unit_of = {task.key: u for u, unit in enumerate(units) for task in unit}
+        nodes: list[object] = []
+        for u, unit in enumerate(units):
+            upstream = sorted({unit_of[key] for task in unit for key in task.after} - {u})
+            nodes.append(delayed(run_unit, pure=False)(unit, *(nodes[v] for v in upstream), files=files,
+                                                      dask_key_name=unit[0].key if len(unit) == 1 else f"bundle-{unit[0].key}"))
+        results: list = [None] * len(tasks)
+
+        def finished(u: int, unit_results: list) -> None:
+            for task, result in zip(units[u], unit_results):
+                results[position[task.key]] = result
+                if on_result and position[task.key] < report:
+                    on_result(result)
+
         if self.client is None:
             import dask
 
-            results = list(dask.compute(*ordered))
-            for result in results[:report]:
-                if on_result:
-                    on_result(result)
+            for u, unit_results in enumerate(dask.compute(*nodes)):
+                finished(u, unit_results)
             return results
         from distributed import as_completed
 
-        futures = self.client.compute(ordered, retries=2)
-        if on_result:
-            for future in as_completed(futures[:report]):
-                on_result(future.result())
-        return [f.result() for f in futures]
+        futures = self.client.compute(nodes, retries=2)
+        index = {future.key: u for u, future in enumerate(futures)}
+        for future in as_completed(futures):
+            finished(index[future.key], future.result())
+        return results
+
+    def _worker_count(self) -> int:
+        if self.client is None:
+            return 1
+        return max(1, len(self.client.scheduler_info().get("workers", {})) or self.workers or 1)
 
     def run_here(self, task: Task):
         """Runs ``task`` on the driver: for steps that build Dask dataframe graphs themselves."""
