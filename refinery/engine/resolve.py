@@ -111,7 +111,8 @@ def _texts_of(texts, docs):
     """(doc, text) of the documents in ``docs`` (a small dataframe with a ``doc`` column): each
     shard's texts are filtered against ``docs`` sent to it whole, so texts are never shuffled."""
     wanted = docs[["doc"]].drop_duplicates().repartition(npartitions=1)
-    return texts.merge(wanted, on="doc", how="inner", broadcast=True)
+    found = texts.merge(wanted, on="doc", how="inner", broadcast=True)
+    return found.repartition(npartitions=max(1, docs.npartitions))
 
 
 def _renamed(frame, columns: dict[str, str]):
@@ -221,7 +222,8 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
     counts = [pq.ParquetFile(path).metadata.num_rows for path in keys_files]
     groups = partitions(counts)
     keys = dd.from_map(_read_keys, groups, paths=tuple(keys_files))
-    texts = dd.from_map(_numbered_texts, groups, paths=tuple(text_files),
+    # texts are only ever filtered (never shuffled): one shard a partition bounds what a task holds
+    texts = dd.from_map(_numbered_texts, [(index,) for index in range(len(text_files))], paths=tuple(text_files),
                         meta=pd.DataFrame({"doc": pd.Series([], dtype="int64"), "text": pd.Series([], dtype="string")}))
     shard_index = {shard: index for index, shard in enumerate(shard_ids)}
     documents = sum(counts)

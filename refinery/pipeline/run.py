@@ -121,9 +121,10 @@ def window_path_tasks(index: int, group: list[InputShard], config: PipelineConfi
 
 
 def substring_phase(config: PipelineConfig, shards: list[InputShard], out: Path, engine: Engine,
-                    keys_results: list[KeysResult]) -> list[SubstringResult]:
+                    keys_results: list[KeysResult]) -> tuple[list[SubstringResult], float]:
     """Each shard group by suffix array (one task) or by window hashes (windows, range and cut
-    tasks); a group whose cuts are all done skips its windows and ranges."""
+    tasks); a group whose cuts are all done skips its windows and ranges. Returns the groups' (or
+    cut tasks') results and the seconds of the windows and range tasks."""
     text_bytes = {r.shard_id: r.text_bytes for r in keys_results}
     tasks, reported = [], []
     for index, group in enumerate(substring_groups(config, shards)):
@@ -141,7 +142,8 @@ def substring_phase(config: PipelineConfig, shards: list[InputShard], out: Path,
         reported += [t.key for t in cuts]
     results = dict(zip([t.key for t in tasks], engine.run(tasks)))
     remove_own(windows.work_folder(out).parent)  # dedup/_work: the resolution left nothing there
-    return [results[key] for key in reported]
+    work_seconds = sum(r.seconds for key, r in results.items() if key not in reported)
+    return [results[key] for key in reported], work_seconds
 
 
 def apply_task(shard: InputShard, config: PipelineConfig, out: Path, cuts: bool) -> Task:
@@ -192,14 +194,15 @@ def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     summary = dict(engine.run_here(resolve_task(config, shards, out)))
     cutter = span_cut_stage(config)
     groups: list[SubstringResult] = []
+    window_seconds = 0.0
     if cutter is not None:
-        groups = substring_phase(config, shards, out, engine, keys_results)
+        groups, window_seconds = substring_phase(config, shards, out, engine, keys_results)
     applied = engine.run([apply_task(shard, config, out, cuts=cutter is not None) for shard in shards])
     timings = {
         "keys_seconds": round(sum(r.seconds for r in keys_results), 3),
         "resolve_seconds": summary.get("seconds", 0.0),
         "apply_seconds": round(sum(r.seconds for r in applied), 3),
-        **({"substring_seconds": round(sum(g.seconds for g in groups), 3)} if groups else {}),
+        **({"substring_seconds": round(sum(g.seconds for g in groups) + window_seconds, 3)} if groups else {}),
     }
     if groups:
         summary["per_stage"] = {**summary.get("per_stage", {}), cutter.name: substring_summary(cutter, groups, applied)}
