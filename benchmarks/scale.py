@@ -862,6 +862,11 @@ def _child_run(data: str, stages: list[str], shuffle: str, workers: int, schedul
                     "per_worker": {str(pid): round(v * mib, 1) for pid, v in per_worker.items()},
                     "other_descendants": {f"{pid} {rss.kinds.get(pid, '?')}": round(v * mib, 1) for pid, v in others.items()},
                     "scheduler_process": round(scheduler_peak * mib, 1) if scheduler_peak is not None else None,
+                    # the peak of one worker within each phase: which step needs the memory
+                    "peak_worker_by_phase": {
+                        p["phase"]: round(max((per.get(pid, 0) for t, _, per in rows
+                                               if p["start"] <= t <= p["start"] + p["seconds"] for pid in worker_pids),
+                                              default=0) * mib, 1) for p in engine.phases},
                     "samples": len(rows)},
         "disk_bytes": {**{f"peak_{k}": v for k, v in disk.peaks().items()}, "peak_all_at_once": disk.peak_total,
                        "final_dedup": folder_bytes(folder / "dedup"), "final_documents": folder_bytes(folder / "documents"),

@@ -128,7 +128,7 @@ def band_edges(band_files: list[str], documents: int, bands: int, max_task_bytes
     meta = _edges_meta(np.dtype("int64"))
     edges = dd.from_map(_band_task_edges, tasks, band_files=tuple(band_files), dropped=dropped, meta=meta,
                         enforce_metadata=False)
-    nparts = partitions or max(1, min(len(tasks), -(-documents // 200_000)))
+    nparts = partitions or max(1, min(len(tasks), -(-documents // 50_000)))
     return edges.shuffle(on="id", npartitions=nparts).map_partitions(_drop_duplicate_rows, meta=meta)
 
 

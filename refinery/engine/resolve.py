@@ -69,7 +69,7 @@ MAX_BAND_TASK_BYTES = 256 * 2**20  # what one band task may hold (see lsh.band_t
 _NUMBER = np.int64(32)  # a document's number: shard index << 32 | row
 
 
-PARTITION_DOCUMENTS = 200_000  # documents per dataframe partition: shuffles scale with the data, not the shards
+PARTITION_DOCUMENTS = 50_000  # documents per dataframe partition: shuffles scale with the data, not the shards
 
 
 def partitions(documents: list[int], per_partition: int = PARTITION_DOCUMENTS) -> list[tuple[int, ...]]:
@@ -95,23 +95,30 @@ def _read_keys(indices: tuple[int, ...], paths: tuple[str, ...]) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True)
 
 
-def _numbered_texts(indices: tuple[int, ...], paths: tuple[str, ...]) -> pd.DataFrame:
-    """Some shards' (doc, text), numbered as their keys files (file order)."""
+def _wanted_texts(index: int, paths: tuple[str, ...], wanted: str) -> pd.DataFrame:
+    """(doc, text) of the documents of shard ``index`` listed under ``wanted/shard=<index>/``: one
+    task reads one shard's texts and keeps only those, so no task holds more than one shard."""
     import pyarrow.parquet as pq
 
-    frames = []
-    for index in indices:
-        text = pq.read_table(paths[index], columns=["text"]).column("text").to_pylist()
-        frames.append(pd.DataFrame({"doc": (np.int64(index) << _NUMBER) | np.arange(len(text), dtype=np.int64),
-                                    "text": pd.Series(text, dtype="string")}))
-    return pd.concat(frames, ignore_index=True)
+    listed = Path(wanted) / f"shard={index}"
+    files = sorted(listed.glob("*.parquet")) if listed.is_dir() else []
+    docs = np.unique(np.concatenate([pq.read_table(f, columns=["doc"]).column("doc").to_numpy() for f in files])
+                     ) if files else np.empty(0, dtype=np.int64)
+    if not len(docs):
+        return pd.DataFrame({"doc": pd.Series([], dtype="int64"), "text": pd.Series([], dtype="string")})
+    rows = (docs & np.int64(0xFFFFFFFF)).astype(np.int64)
+    text = pq.read_table(paths[index], columns=["text"]).column("text").take(rows).to_pylist()
+    return pd.DataFrame({"doc": docs, "text": pd.Series(text, dtype="string")})
 
 
-def _texts_of(texts, docs):
-    """(doc, text) of the documents in ``docs`` (a small dataframe with a ``doc`` column): each
-    shard's texts are filtered against ``docs`` sent to it whole, so texts are never shuffled."""
-    wanted = docs[["doc"]].drop_duplicates().repartition(npartitions=1)
-    found = texts.merge(wanted, on="doc", how="inner", broadcast=True)
+def _texts_of(docs, text_files: list[str], folder: Path):
+    """(doc, text) of the documents in ``docs`` (a dataframe with a ``doc`` column): their numbers
+    go to ``folder`` by shard, then each shard's task reads its texts and keeps the listed ones.
+    Texts are never shuffled, and the driver never holds the list."""
+    numbers = docs[["doc"]].assign(shard=docs["doc"] >> _NUMBER)
+    numbers.to_parquet(str(folder), partition_on=["shard"], write_index=False)
+    meta = pd.DataFrame({"doc": pd.Series([], dtype="int64"), "text": pd.Series([], dtype="string")})
+    found = dd.from_map(_wanted_texts, range(len(text_files)), paths=tuple(text_files), wanted=str(folder), meta=meta)
     return found.repartition(npartitions=max(1, docs.npartitions))
 
 
@@ -156,7 +163,7 @@ def _kept_lowest_key(part: pd.DataFrame) -> pd.DataFrame:
                        kept_doc=groups["doc"].transform("first"))
 
 
-def _band_clusters(stage, band_files, documents, keys, texts, shard_index, dropped, work: Path):
+def _band_clusters(stage, band_files, documents, keys, text_files, shard_index, dropped, work: Path, nparts: int):
     """The band-key stage: LSH over the shards' band files, on document numbers; each component
     keeps its lowest internal key, so the choice does not depend on sharding or bucket centres."""
     cfg = stage.config
@@ -168,8 +175,8 @@ def _band_clusters(stage, band_files, documents, keys, texts, shard_index, dropp
     edges = band_edges(band_files, documents, cfg.bands, MAX_BAND_TASK_BYTES, dropped_path)
     if cfg.verify:
         edges = edges.persist()
-        pair_texts = _texts_of(texts, dd.concat([edges[["id"]].rename(columns={"id": "doc"}),
-                                                 edges[["kept"]].rename(columns={"kept": "doc"})]))
+        pair_texts = _texts_of(dd.concat([_renamed(edges[["id"]], {"id": "doc"}), _renamed(edges[["kept"]], {"kept": "doc"})]),
+                               text_files, work / f"{stage.name}-pair-docs")
         edges = _with(_renamed(edges, {"id": "a", "kept": "b"}), _renamed(pair_texts, {"doc": "key"}),
                       "text", "a", "b", ("_a", "_b"))
         edges = edges.assign(jaccard=edges.map_partitions(_pair_jaccard, cfg.ngram, meta=("jaccard", "float64")))
@@ -177,12 +184,16 @@ def _band_clusters(stage, band_files, documents, keys, texts, shard_index, dropp
     components = _renamed(connected_components(edges), {"id": "doc"})
     names = keys[["doc", "key", "id"]].rename(columns={"id": "doc_id"})
     members = names.merge(components, on="doc", how="inner")
-    members = members.shuffle(on="cluster", npartitions=max(1, components.npartitions)).map_partitions(
+    # partitions follow the corpus: a member carries two texts for the Jaccard, so one partition
+    # for all members would grow with the corpus
+    members = members.shuffle(on="cluster", npartitions=nparts).map_partitions(
         _kept_lowest_key, meta=members._meta.assign(kept_key=pd.Series([], dtype="string"),
                                                     kept_id=pd.Series([], dtype="string"),
                                                     kept_doc=pd.Series([], dtype="int64")))
     if cfg.jaccard_to_kept:
-        member_texts = _texts_of(texts, dd.concat([members[["doc"]], members[["kept_doc"]].rename(columns={"kept_doc": "doc"})]))
+        members = members.persist()  # listed for the text lookup, then joined: computed once
+        member_texts = _texts_of(dd.concat([members[["doc"]], _renamed(members[["kept_doc"]], {"kept_doc": "doc"})]),
+                                 text_files, work / f"{stage.name}-member-docs")
         members = _with(members, _renamed(member_texts, {"doc": "key"}), "text", "doc", "kept_doc", ("_a", "_b"))
 
     def frame(part: pd.DataFrame) -> pd.DataFrame:
@@ -222,9 +233,6 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
     counts = [pq.ParquetFile(path).metadata.num_rows for path in keys_files]
     groups = partitions(counts)
     keys = dd.from_map(_read_keys, groups, paths=tuple(keys_files))
-    # texts are only ever filtered (never shuffled): one shard a partition bounds what a task holds
-    texts = dd.from_map(_numbered_texts, [(index,) for index in range(len(text_files))], paths=tuple(text_files),
-                        meta=pd.DataFrame({"doc": pd.Series([], dtype="int64"), "text": pd.Series([], dtype="string")}))
     shard_index = {shard: index for index, shard in enumerate(shard_ids)}
     documents = sum(counts)
     nparts = max(keys.npartitions, 1)
@@ -240,7 +248,7 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
                 _exact_clusters, stage.name, stage.config.keep, stage.name, stage.keys_equal_text,
                 meta=_cluster_meta())
         else:
-            clusters = _band_clusters(stage, bands_files, documents, keys, texts, shard_index, dropped, work)
+            clusters = _band_clusters(stage, bands_files, documents, keys, text_files, shard_index, dropped, work, nparts)
         table = str(work / f"{stage.name}.parquet")
         clusters.to_parquet(table, write_index=False)
         summary["stage_seconds"][stage.name] = round(time.perf_counter() - began, 3)
