@@ -10,18 +10,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+from refinery.minhash import _FNV_OFFSET, _FNV_PRIME
+from refinery.minhash import _nb_fmix64 as _fmix64  # the same word hash and finaliser as MinHash's
+
 _WINDOW_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so the rolling hash is a bijection per step
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _fmix64(x):
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -56,9 +48,9 @@ def _token_hashes(buf, out):
         if w:
             i += w
             continue
-        h = _FNV_OFFSET
+        h = np.uint64(_FNV_OFFSET)
         while i < n and _space_bytes(buf, i, n) == 0:
-            h = (h ^ np.uint64(buf[i])) * _FNV_PRIME
+            h = (h ^ np.uint64(buf[i])) * np.uint64(_FNV_PRIME)
             i += 1
         out[t] = _fmix64(h)
         t += 1

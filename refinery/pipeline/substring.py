@@ -50,6 +50,14 @@ CUTS_SCHEMA = pa.schema([("key", pa.string()), ("starts", pa.list_(pa.int64())),
 SPAN_SAMPLE_CHARS = 2000
 
 
+def write_cuts(out: Path, shard_id: str, cuts: dict[str, list[tuple[int, int]]]) -> None:
+    """``dedup/cuts/<shard>.parquet``: internal key -> the character ranges to cut, by key."""
+    rows = sorted(cuts.items())
+    with atomic_path(out / "dedup" / "cuts" / f"{shard_id}.parquet") as tmp:
+        pq.write_table(pa.table({"key": [key for key, _ in rows], "starts": [[a for a, _ in r] for _, r in rows],
+                                 "ends": [[b for _, b in r] for _, r in rows]}, schema=CUTS_SCHEMA), tmp)
+
+
 def span_cut_stage(config: PipelineConfig) -> SpanCutStage | None:
     """The config's span-cut stage (exact substrings), built, or None."""
     return next((s for s in (spec.build() for spec in config.dedup) if isinstance(s, SpanCutStage)), None)
@@ -120,10 +128,7 @@ def find_cuts(group: int, shards: list[InputShard], config: PipelineConfig, out_
         run_part(part)
 
     for sid in ids:
-        rows = sorted(cuts[sid].items())
-        with atomic_path(out / "dedup" / "cuts" / f"{sid}.parquet") as tmp:
-            pq.write_table(pa.table({"key": [r[0] for r in rows], "starts": [[a for a, _ in r[1]] for r in rows],
-                                     "ends": [[b for _, b in r[1]] for r in rows]}, schema=CUTS_SCHEMA), tmp)
+        write_cuts(out, sid, cuts[sid])
     with atomic_path(out / "dedup" / "substring_spans" / f"group-{group:05d}.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(spans, schema=SPANS_SCHEMA), tmp)
     return SubstringResult(group=group, shards=ids, **totals, seconds=round(time.perf_counter() - started, 3))

@@ -35,12 +35,12 @@ from refinery.io import InputShard, atomic_path
 from refinery.pipeline.chain import shard_paths
 from refinery.pipeline.keys import iter_keyed_documents
 from refinery.pipeline.substring import (
-    CUTS_SCHEMA,
     SPAN_SAMPLE_CHARS,
     SPANS_SCHEMA,
     SubstringResult,
     shard_drops,
     span_cut_stage,
+    write_cuts,
 )
 
 RECORD = np.dtype([("hash", "<u8"), ("row", "<u4"), ("pos", "<u4")])
@@ -219,7 +219,8 @@ def cut_shard(group: int, position: int, shard: InputShard, ranges: int, config:
     bounds = dict(zip(rows.tolist(), zip(first.tolist(), [*first[1:].tolist(), len(repeats)])))
     dropped = shard_drops(out, shard.shard_id)
     totals = {"documents": 0, "text_bytes": 0, "cut_tokens": 0, "cut_bytes": 0, "documents_touched": 0}
-    cuts, spans = [], []
+    cuts: dict[str, list[tuple[int, int]]] = {}
+    spans = []
     path = shard_paths(out, shard, deduplicated=True)["documents"]
     for row, (key, doc) in enumerate(iter_keyed_documents(path, shard.shard_id, 1024)):
         if key in dropped:
@@ -230,7 +231,7 @@ def cut_shard(group: int, position: int, shard: InputShard, ranges: int, config:
             continue
         start, end = bounds[row]
         ranges_cut, tokens = cut_ranges(doc.text, repeats["pos"][start:end].astype(np.int64), cfg.min_tokens)
-        cuts.append((key, ranges_cut))
+        cuts[key] = ranges_cut
         totals["documents_touched"] += 1
         totals["cut_tokens"] += tokens
         totals["cut_bytes"] += sum(len(doc.text[a:b].encode("utf-8", "surrogatepass")) for a, b in ranges_cut)
@@ -238,10 +239,7 @@ def cut_shard(group: int, position: int, shard: InputShard, ranges: int, config:
             if len(spans) < sample_spans:
                 spans.append({"id": doc.id, "url": doc.url, "tokens": len(doc.text[a:b].split()),
                               "text": doc.text[a:b][:SPAN_SAMPLE_CHARS]})
-    cuts.sort()
-    with atomic_path(out / "dedup" / "cuts" / f"{shard.shard_id}.parquet") as tmp:
-        pq.write_table(pa.table({"key": [k for k, _ in cuts], "starts": [[a for a, _ in r] for _, r in cuts],
-                                 "ends": [[b for _, b in r] for _, r in cuts]}, schema=CUTS_SCHEMA), tmp)
+    write_cuts(out, shard.shard_id, cuts)
     with atomic_path(spans_file(out, group, shard)) as tmp:
         pq.write_table(pa.Table.from_pylist(spans, schema=SPANS_SCHEMA), tmp)
     return SubstringResult(group=group, shards=[shard.shard_id], method="window_hash", ranges=ranges, **totals,
