@@ -36,10 +36,13 @@ class MinhashDedup(BandKeyStage):
         verify_threshold: float = Field(default=0.5, ge=0, le=1)
         # True Jaccard of each duplicate to its cluster's kept document, for clusters.parquet.
         jaccard_to_kept: bool = True
-        # Bytes kept of each 64-bit band key on disk (450 bands: 3,600 bytes a document at 8). Fewer
-        # bytes make unrelated documents share a key: about bands * n^2/2 * 2^(-8 * bytes) false
-        # pairs among n documents (5 bytes: ~200 per million documents; 8: none); verify removes them.
-        band_key_bytes: int = Field(default=8, ge=4, le=8)
+        # Bytes kept of each 64-bit band key on disk: 450 bands cost 1,800 bytes a document at 4,
+        # 3,600 at 8. Fewer bytes make unrelated documents share a stored key, about
+        # bands * n^2 / 2 * 2^(-8 * bytes) pairs among n documents (4 bytes: ~52,000 per million; 5:
+        # ~200); the resolution recomputes the full keys of every document in a shared bucket and
+        # links only those equal in all 64 bits, so the result is the same at any width and only
+        # the recomputation grows (at 4 bytes, about a fifth of the documents at 10^6).
+        band_key_bytes: int = Field(default=4, ge=4, le=8)
 
         @field_validator("bands", "rows")
         @classmethod

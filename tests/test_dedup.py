@@ -19,6 +19,7 @@ from refinery.pipeline.run import deduplicate
 from refinery.io import InputShard
 from refinery.minhash import jaccard
 from refinery.pipeline.chain import DOCUMENT_SCHEMA
+from refinery.pipeline.keys import dedup_paths, write_keys
 from refinery.stages.url_dedup import normalize_url
 from support import ENGLISH_CONFIG, run_cli_inprocess, shared_path
 
@@ -184,13 +185,16 @@ def test_shorter_band_keys_find_the_same_clusters_and_take_less_disk(tmp_path):
     docs = [_doc(f"d{n:02d}", t) for n, t in enumerate(base)]
     docs += [_doc(f"e{n:02d}", " ".join(t.split()[:-4] + ["q"] * 4)) for n, t in enumerate(base[:6])]
     results, sizes = [], []
-    for key_bytes in (8, 5):
+    for key_bytes in (8, 4):
         folder = tmp_path / str(key_bytes)
         _, clusters, kept = _run(folder, [docs[:9], docs[9:]], {"minhash_dedup": {"band_key_bytes": key_bytes}})
         results.append((sorted(kept), clusters[["id", "kept_id"]].sort_values("id").values.tolist()))
-        sizes.append(sum(p.stat().st_size for p in (folder / "dedup" / "bands").glob("*.bands")))
+        assert not (folder / "dedup" / "bands").exists()  # consumed by the resolution
+        shard = InputShard(path="mem-0", shard_id="s000")
+        write_keys(shard, _config({"minhash_dedup": {"band_key_bytes": key_bytes}}), str(folder))
+        sizes.append(dedup_paths(folder, shard)["bands"].stat().st_size)
     assert results[0] == results[1] and len(results[0][1]) == 12
-    assert sizes == [2 * 32 + 18 * 450 * 8, 2 * 32 + 18 * 450 * 5]
+    assert sizes == [32 + 9 * 450 * 8, 32 + 9 * 450 * 4]
 
 
 def test_partitions_follow_the_documents_not_the_shards():
@@ -285,3 +289,23 @@ def test_changing_only_dedup_settings_reuses_the_chain_output(tmp_path):
     assert [s["stage"] for s in stats["funnel"]][-1] == "minhash_dedup"
     assert not (out / "dropped" / "url_dedup").exists()  # outputs of stages no longer configured are gone
     assert stats["dedup"]["per_stage"]["minhash_dedup"]["removed"] >= 9  # exact copies are near copies too
+
+
+def test_band_files_are_consumed_and_come_back_when_the_resolution_runs_again(tmp_path):
+    base = [_prose(n, 200) for n in range(8)]
+    docs = [_doc(f"d{n:02d}", t) for n, t in enumerate(base)]
+    docs += [_doc(f"e{n:02d}", " ".join(t.split()[:-4] + ["q"] * 4)) for n, t in enumerate(base[:3])]
+    stage = {"minhash_dedup": {}}
+    _, clusters, kept = _run(tmp_path, [docs[:6], docs[6:]], stage)
+    bands, keys = tmp_path / "dedup" / "bands", sorted((tmp_path / "dedup" / "keys").glob("*.parquet"))
+    assert not bands.exists() and len(clusters) == 6
+    written = [k.stat().st_mtime_ns for k in keys]
+    inputs = [InputShard(path=f"mem-{n}", shard_id=f"s{n:03d}") for n in range(2)]
+    deduplicate(_config(stage), inputs, str(tmp_path))  # all done: the keys are not computed again
+    assert [k.stat().st_mtime_ns for k in keys] == written and not bands.exists()
+    (tmp_path / "_markers" / "dedup.done").unlink()  # the resolution must run again: keys come back
+    deduplicate(_config(stage), inputs, str(tmp_path))
+    again = pd.read_parquet(tmp_path / "dedup" / "clusters.parquet")
+    columns = ["cluster_id", "id", "kept", "kept_id"]
+    assert again[columns].sort_values("id").values.tolist() == clusters[columns].sort_values("id").values.tolist()
+    assert not bands.exists()

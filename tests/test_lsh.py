@@ -256,3 +256,34 @@ def test_end_to_end_with_minhash_finds_planted_pair(tmp_path):
     comps = connected_components(edges)
     assert _rows(comps) == [("doc-03", "doc-03"), ("doc-07", "doc-03")]
     assert _rows(duplicates_to_drop(comps)) == [("doc-07", "doc-03")]
+
+
+def _full_keys_of(index: int, rows: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
+    return keys[index][rows]
+
+
+def test_shortened_keys_are_confirmed_on_their_full_64_bits(tmp_path):
+    """Four stored bytes make documents 0, 2 and 3 share band 0's bucket; only 0 and 3 share the
+    full key, so only they are linked (and 2 not even through a bucket centre)."""
+    from functools import partial
+
+    from refinery.engine.lsh import FullKeys
+
+    full = _keys(6, 3, {0: [0, 3]})
+    full[2, 0] = full[0, 0] ^ np.uint64(1 << 40)  # same low 4 bytes as documents 0 and 3
+    full[5, 1] = full[4, 1] ^ np.uint64(1 << 56)
+    shards = [full[:3], full[3:]]
+    files = [_write_bands(tmp_path / f"s{i}.bands", k, key_bytes=4) for i, k in enumerate(shards)]
+    numbers = [0, 1, 2, 1 << 32, (1 << 32) | 1, (1 << 32) | 2]
+
+    def edges(full_keys):
+        found = band_edges(files, 6, 3, 2**28, full_keys=full_keys).compute()
+        return sorted((numbers.index(a), numbers.index(b)) for a, b in zip(found["id"], found["kept"]))
+
+    assert edges(None) == [(2, 0), (3, 0), (5, 4)]  # unconfirmed: the 4-byte collisions are edges
+    confirm = FullKeys(partial(_full_keys_of, keys=shards), str(tmp_path / "candidates"))
+    assert edges(confirm) == [(3, 0)]
+    changed = [shards[0], shards[1].copy()]
+    changed[1][0, 0] ^= np.uint64(1)  # a document whose text no longer gives its stored key
+    with pytest.raises(RuntimeError, match="differ from its band file"):
+        edges(FullKeys(partial(_full_keys_of, keys=changed), str(tmp_path / "candidates2")))

@@ -29,12 +29,13 @@ million times) is one sorted run in one task, which is fine. Nothing is computed
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-__all__ = ["band_edges", "band_tasks", "bucket_edges", "connected_components", "duplicates_to_drop"]
+__all__ = ["FullKeys", "band_edges", "band_tasks", "bucket_edges", "connected_components", "duplicates_to_drop"]
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -91,11 +92,12 @@ def band_tasks(bands: int, documents: int, max_task_bytes: int) -> list[BandTask
     return [BandTask((b,), s, splits) for b in range(bands) for s in range(splits)]
 
 
-def _band_task_edges(task: BandTask, band_files: tuple[str, ...], dropped: str | None) -> pd.DataFrame:
+def _task_bands(task: BandTask, band_files: tuple[str, ...], dropped: str | None):
+    """(band, keys, docs) for each band of ``task``: that band of every shard, without the
+    ``dropped`` documents."""
     from refinery.bandfile import read_band
 
     gone = np.sort(pd.read_parquet(dropped)["doc"].to_numpy(dtype=np.int64)) if dropped else None
-    found = []
     for band in task.bands:
         keys, docs = [], []
         for index, path in enumerate(band_files):
@@ -110,25 +112,105 @@ def _band_task_edges(task: BandTask, band_files: tuple[str, ...], dropped: str |
         if gone is not None and len(gone):
             alive = ~np.isin(docs, gone, assume_unique=True)
             keys, docs = keys[alive], docs[alive]
-        found.append(bucket_edges(keys, docs))
+        yield band, keys, docs
+
+
+def _band_task_edges(task: BandTask, band_files: tuple[str, ...], dropped: str | None) -> pd.DataFrame:
+    found = [bucket_edges(keys, docs) for _, keys, docs in _task_bands(task, band_files, dropped)]
     ids = np.concatenate([f[0] for f in found]) if found else np.empty(0, np.int64)
     kept = np.concatenate([f[1] for f in found]) if found else np.empty(0, np.int64)
     return pd.DataFrame({"id": ids, "kept": kept}).drop_duplicates(ignore_index=True)
 
 
+def _candidates_meta() -> pd.DataFrame:
+    return pd.DataFrame({"doc": pd.Series(dtype="int64"), "band": pd.Series(dtype="int32"),
+                         "key": pd.Series(dtype="uint64"), "shard": pd.Series(dtype="int64")})
+
+
+def _band_task_candidates(task: BandTask, band_files: tuple[str, ...], dropped: str | None) -> pd.DataFrame:
+    """Every (document, band, stored key) in a bucket of two or more: the candidates that the
+    full 64-bit keys then confirm or split."""
+    found = []
+    for band, keys, docs in _task_bands(task, band_files, dropped):
+        order = np.lexsort((docs, keys))
+        keys, docs = keys[order], docs[order]
+        same = keys[1:] == keys[:-1]
+        shared = np.zeros(len(keys), dtype=bool)
+        shared[1:] |= same
+        shared[:-1] |= same
+        found.append(pd.DataFrame({"doc": docs[shared], "band": np.full(int(shared.sum()), band, np.int32),
+                                   "key": keys[shared]}))
+    frame = pd.concat(found, ignore_index=True) if found else _candidates_meta().drop(columns="shard")
+    return frame.assign(shard=frame["doc"].to_numpy() >> np.int64(32))
+
+
+@dataclass(frozen=True)
+class FullKeys:
+    """How to confirm candidates from shortened band keys: ``recompute(shard index, rows)`` gives
+    the full uint64 band keys of those rows of that shard, shape (len(rows), bands); ``folder``
+    is scratch space for the candidates, by shard."""
+
+    recompute: object
+    folder: str
+
+
+def _confirmed_buckets(index: int, full: FullKeys, key_bytes: int) -> pd.DataFrame:
+    """Shard ``index``'s candidates with their full band keys, as one 64-bit bucket per (band, key)."""
+    from refinery.minhash import _np_fmix64
+
+    listed = Path(full.folder) / f"shard={index}"
+    files = sorted(listed.glob("*.parquet")) if listed.is_dir() else []
+    if not files:
+        return pd.DataFrame({"doc": pd.Series(dtype="int64"), "bucket": pd.Series(dtype="uint64")})
+    rows = pd.concat([pd.read_parquet(f, columns=["doc", "band", "key"]) for f in files], ignore_index=True)
+    numbers = rows["doc"].to_numpy()
+    unique, slot = np.unique(numbers & np.int64(0xFFFFFFFF), return_inverse=True)
+    keys = full.recompute(index, unique)[slot, rows["band"].to_numpy()]
+    stored = rows["key"].to_numpy(dtype=np.uint64)
+    mask = np.uint64((1 << (8 * key_bytes)) - 1)
+    if not np.array_equal(keys & mask, stored):
+        raise RuntimeError(f"band keys recomputed for shard {index} differ from its band file: its documents "
+                           "changed after the keys phase")
+    bands = rows["band"].to_numpy().astype(np.uint64)
+    bucket = _np_fmix64(keys ^ _np_fmix64(bands + np.uint64(1)))
+    return pd.DataFrame({"doc": numbers, "bucket": bucket})
+
+
+def _partition_bucket_edges(part: pd.DataFrame) -> pd.DataFrame:
+    ids, kept = bucket_edges(part["bucket"].to_numpy(dtype=np.uint64), part["doc"].to_numpy(dtype=np.int64))
+    return pd.DataFrame({"id": ids, "kept": kept})
+
+
 def band_edges(band_files: list[str], documents: int, bands: int, max_task_bytes: int,
-               dropped: str | None = None, partitions: int | None = None) -> dd.DataFrame:
+               dropped: str | None = None, partitions: int | None = None,
+               full_keys: FullKeys | None = None) -> dd.DataFrame:
     """Star edges of every LSH bucket with two or more documents, de-duplicated: columns ``id``
     and ``kept`` (int64 document numbers, ``kept < id``).
 
     ``band_files`` are the shards' band files in shard order (the shard index is the high half of
     a document's number), holding ``documents`` documents in all; ``dropped`` a Parquet file or
-    folder whose ``doc`` column lists documents that take no part (earlier stages removed them)."""
+    folder whose ``doc`` column lists documents that take no part (earlier stages removed them).
+
+    Band files with fewer than 8 bytes a key make unrelated documents share a stored key. With
+    ``full_keys``, the members of such buckets are confirmed: one task per shard recomputes their
+    full keys, and only documents equal in all 64 bits are linked, as with 8-byte files."""
+    from refinery.bandfile import band_file_info
+
     tasks = band_tasks(bands, documents, max_task_bytes)
     meta = _edges_meta(np.dtype("int64"))
-    edges = dd.from_map(_band_task_edges, tasks, band_files=tuple(band_files), dropped=dropped, meta=meta,
-                        enforce_metadata=False)
     nparts = partitions or max(1, min(len(tasks), -(-documents // 50_000)))
+    key_bytes = min((band_file_info(path)[2] for path in band_files), default=8)
+    if key_bytes == 8 or full_keys is None:
+        edges = dd.from_map(_band_task_edges, tasks, band_files=tuple(band_files), dropped=dropped, meta=meta,
+                            enforce_metadata=False)
+    else:
+        candidates = dd.from_map(_band_task_candidates, tasks, band_files=tuple(band_files), dropped=dropped,
+                                 meta=_candidates_meta(), enforce_metadata=False)
+        candidates.to_parquet(full_keys.folder, partition_on=["shard"], write_index=False)
+        confirmed = dd.from_map(_confirmed_buckets, range(len(band_files)), full=full_keys, key_bytes=key_bytes,
+                                meta=pd.DataFrame({"doc": pd.Series(dtype="int64"), "bucket": pd.Series(dtype="uint64")}),
+                                enforce_metadata=False)
+        edges = confirmed.shuffle(on="bucket", npartitions=nparts).map_partitions(_partition_bucket_edges, meta=meta)
     return edges.shuffle(on="id", npartitions=nparts).map_partitions(_drop_duplicate_rows, meta=meta)
 
 

@@ -12,6 +12,7 @@ per document in a cluster of two or more), ``dedup/drops/shard=<id>/`` (what eac
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import dask
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from refinery.config import PipelineConfig
-from refinery.engine.lsh import band_edges, connected_components
+from refinery.engine.lsh import FullKeys, band_edges, connected_components
 from refinery.engine.output import remove_own
 from refinery.stage import ExactKeyStage, SpanCutStage
 
@@ -128,6 +129,18 @@ def _renamed(frame, columns: dict[str, str]):
     return frame.map_partitions(pd.DataFrame.rename, columns=columns, meta=frame._meta.rename(columns=columns))
 
 
+def _recomputed_band_keys(index: int, rows: np.ndarray, stage, text_files: tuple[str, ...]) -> np.ndarray:
+    """The full band keys of some rows of shard ``index``, computed again from their text as the
+    keys phase did (in batches of the stage's ``batch_size``)."""
+    import pyarrow.parquet as pq
+
+    texts = pq.read_table(text_files[index], columns=["text"]).column("text").take(rows)
+    size = stage.config.batch_size
+    keys = [stage.hasher.band_keys(stage.hasher.signatures(texts.slice(start, size).to_pylist()))
+            for start in range(0, len(rows), size)]
+    return np.concatenate(keys) if keys else np.empty((0, stage.config.bands), dtype=np.uint64)
+
+
 def _key_numbers(part: pd.DataFrame, shard_index: dict[str, int]) -> pd.DataFrame:
     """Document numbers of internal keys (``id\0shard\0row``)."""
     numbers = [(shard_index[shard] << 32) | int(row) for shard, row in
@@ -172,7 +185,9 @@ def _band_clusters(stage, band_files, documents, keys, text_files, shard_index, 
         dropped_path = str(work / f"{stage.name}-dropped.parquet")
         dropped.map_partitions(_key_numbers, shard_index, meta=pd.DataFrame({"doc": pd.Series([], dtype="int64")})
                                ).to_parquet(dropped_path, write_index=False)
-    edges = band_edges(band_files, documents, cfg.bands, MAX_BAND_TASK_BYTES, dropped_path)
+    full_keys = FullKeys(partial(_recomputed_band_keys, stage=stage, text_files=tuple(text_files)),
+                         str(work / f"{stage.name}-candidates"))
+    edges = band_edges(band_files, documents, cfg.bands, MAX_BAND_TASK_BYTES, dropped_path, full_keys=full_keys)
     if cfg.verify:
         edges = edges.persist()
         pair_texts = _texts_of(dd.concat([_renamed(edges[["id"]], {"id": "doc"}), _renamed(edges[["kept"]], {"kept": "doc"})]),

@@ -53,7 +53,8 @@ def keys_task(shard: InputShard, config: PipelineConfig, out: Path, after: tuple
     return Task(key=f"keys-{shard.shard_id}", func=write_keys, args=(shard, config, str(out)),
                 fingerprint=config.dedup_fingerprint(),
                 inputs=(str(shard_paths(out, shard, deduplicated=True)["documents"]),),
-                outputs=(str(paths["keys"]), str(paths["bands"])), marker=str(paths["keys_marker"]),
+                # the band file is not a lasting output: the resolution consumes and deletes it
+                outputs=(str(paths["keys"]),), marker=str(paths["keys_marker"]),
                 after=after, result_type=KeysResult)
 
 
@@ -66,10 +67,11 @@ def resolve_task(config: PipelineConfig, shards: list[InputShard], out: Path) ->
 
     keys, bands = ([str(dedup_paths(out, s)[k]) for s in shards] for k in ("keys", "bands"))
     texts = [str(shard_paths(out, s, deduplicated=True)["documents"]) for s in shards]
-    inputs = tuple(p for pair in zip(keys, bands) for p in pair)
     args = (config, str(out), keys, bands, texts, [s.shard_id for s in shards])
+    # the keys files stand for the band files: both come from one keys task, and the band files
+    # are gone once this task is done
     return Task(key="resolve", func=resolve, args=args,
-                fingerprint=_digest(config.dedup_fingerprint(), [s.shard_id for s in shards]), inputs=inputs,
+                fingerprint=_digest(config.dedup_fingerprint(), [s.shard_id for s in shards]), inputs=tuple(keys),
                 outputs=tuple(str(out / "dedup" / name) for name in ("clusters.parquet", "drops", "domains.parquet")),
                 marker=str(out / "_markers" / "dedup.done"))
 
@@ -191,7 +193,11 @@ def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
         keys_results = engine.run([keys_task(shard, config, out) for shard in shards])
     (progress or Progress()).on_phase(f"dedup: {' -> '.join(s.name for s in config.dedup)} over "
                                       f"{sum(r.documents for r in keys_results):,} documents")
-    summary = dict(engine.run_here(resolve_task(config, shards, out)))
+    resolution = resolve_task(config, shards, out)
+    if finished(resolution) is None:
+        _restore_band_files(config, shards, out, engine)
+    summary = dict(engine.run_here(resolution))
+    remove_own(out / "dedup" / "bands")  # consumed: the window hashes that come next need the disk
     cutter = span_cut_stage(config)
     groups: list[SubstringResult] = []
     window_seconds = 0.0
@@ -209,6 +215,16 @@ def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     timings["stage_seconds"] = stage_seconds(config, timings, summary.get("stage_seconds", {}))
     summary = {key: value for key, value in summary.items() if key not in ("seconds", "stage_seconds")}
     return applied, {**summary, "timings": timings}
+
+
+def _restore_band_files(config: PipelineConfig, shards: list[InputShard], out: Path, engine: Engine) -> None:
+    """Runs again the keys tasks whose band files an earlier resolution consumed, when the
+    resolution has to run again (a changed shard or config reruns its keys tasks anyway)."""
+    missing = [s for s in shards if not dedup_paths(out, s)["bands"].exists()]
+    for shard in missing:
+        remove_own(dedup_paths(out, shard)["keys_marker"])
+    if missing:
+        engine.run([keys_task(shard, config, out) for shard in missing])
 
 
 def stage_seconds(config: PipelineConfig, timings: dict, clustering: dict[str, float]) -> dict[str, float]:
