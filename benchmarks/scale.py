@@ -781,6 +781,36 @@ def _external_workers(client, address: str) -> tuple[list[int], str]:
     return roots, how
 
 
+def _task_name(key) -> str:
+    """A Dask key's kind: ``('shuffle-transfer-<token>', 4)`` -> ``shuffle-transfer``, ``range-0-4`` -> ``range``."""
+    name = key[0] if isinstance(key, tuple) else str(key)
+    name = name.split("-scale-")[0]  # refinery's per-shard tasks: apply-scale-00013 -> apply
+    parts = name.split("-")
+    while len(parts) > 1 and (parts[-1].isdigit() or (len(parts[-1]) >= 8 and all(c in "0123456789abcdef" for c in parts[-1]))):
+        parts.pop()
+    return "-".join(parts)
+
+
+def _peak_by_task(stream: list[dict], addresses: dict[str, int], rows: list, offset: float,
+                  worker_pids: list[int]) -> dict[str, float]:
+    """The highest RSS (MiB) a worker reached while it computed a task of each kind (key prefix):
+    which step of the resolution needs the memory. The ten highest kinds."""
+    mib = 1 / 2**20
+    peaks: dict[str, float] = {}
+    for task in stream:
+        pid = addresses.get(task.get("worker"))
+        if pid not in worker_pids:
+            continue
+        for span in task.get("startstops", ()):
+            if span.get("action") != "compute":
+                continue
+            start, stop = span["start"] - offset, span["stop"] - offset + 0.2  # RSS is sampled every 0.1 s
+            top = max((per.get(pid, 0) for t, _, per in rows if start <= t <= stop), default=0) * mib
+            name = _task_name(task["key"])
+            peaks[name] = max(peaks.get(name, 0.0), round(top, 1))
+    return dict(sorted(peaks.items(), key=lambda item: -item[1])[:10])
+
+
 def _child_run(data: str, stages: list[str], shuffle: str, workers: int, scheduler: str | None = None,
                overrides: dict | None = None) -> dict:
     import dask
@@ -818,8 +848,13 @@ def _child_run(data: str, stages: list[str], shuffle: str, workers: int, schedul
             started_pids = sorted(engine.client.run(os.getpid).values())
             disk.add("scratch", sorted(engine.client.run(lambda dask_worker: dask_worker.local_directory).values()))
             cpu0 = _cpu_s([os.getpid(), *started_pids])
-            with dask.config.set({"dataframe.shuffle.method": shuffle}):
+            from distributed import get_task_stream
+
+            addresses = engine.client.run(os.getpid)
+            with dask.config.set({"dataframe.shuffle.method": shuffle}), \
+                    get_task_stream(client=engine.client) as stream:
                 applied, summary = deduplicate(config, shards, str(folder), engine)
+            offset = time.time() - time.perf_counter()  # task stream times are wall-clock
             cpu1 = _cpu_s([os.getpid(), *rss.workers(t1, time.perf_counter(), started_pids)])
             t2 = time.perf_counter()
         t3 = time.perf_counter()
@@ -867,6 +902,7 @@ def _child_run(data: str, stages: list[str], shuffle: str, workers: int, schedul
                         p["phase"]: round(max((per.get(pid, 0) for t, _, per in rows
                                                if p["start"] <= t <= p["start"] + p["seconds"] for pid in worker_pids),
                                               default=0) * mib, 1) for p in engine.phases},
+                    "peak_worker_by_task": _peak_by_task(stream.data, addresses, rows, offset, worker_pids),
                     "samples": len(rows)},
         "disk_bytes": {**{f"peak_{k}": v for k, v in disk.peaks().items()}, "peak_all_at_once": disk.peak_total,
                        "final_dedup": folder_bytes(folder / "dedup"), "final_documents": folder_bytes(folder / "documents"),
@@ -1690,7 +1726,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=8, help="Parquet shards per size (default 8)")
     parser.add_argument("--out", help="data folder: run writes OUT/n<N>/, generate writes OUT/, map-shards OUT/warcs")
     parser.add_argument("--dedup", default="exact,minhash,url,substring", help="comma list of " + ",".join(DEDUP_STAGES))
-    parser.add_argument("--shuffle", choices=("tasks", "p2p"), default="tasks", help="dask dataframe.shuffle.method")
+    parser.add_argument("--shuffle", choices=("tasks", "p2p"), default="p2p", help="dask dataframe.shuffle.method")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes (1 thread each)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="run: use the Dask scheduler at ADDRESS (its workers "
                         "found by name on this machine) instead of a LocalCluster")

@@ -192,7 +192,9 @@ class RunConfig(_Strict):
     limit: int | None = Field(default=None, ge=1)
     dropped_samples: int = Field(default=20, ge=0)  # kept per stage, reason and shard
     dashboard: bool = True
-    shuffle: str = Field(default="tasks", pattern="^(tasks|p2p|disk)$")  # dask's dataframe shuffle for dedup
+    # dask's dataframe shuffle for dedup: p2p spills to the workers' local folders, so worker memory
+    # stays flat with the corpus (10^5 -> 10^6 documents: tasks 545 -> 909 MiB, p2p 562 -> 654)
+    shuffle: str = Field(default="p2p", pattern="^(tasks|p2p|disk)$")
     cluster: ClusterConfig | None = None  # Slurm or Kubernetes workers instead of a local cluster
 
 

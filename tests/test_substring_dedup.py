@@ -139,11 +139,15 @@ def test_groups_and_parts_bound_the_scope(tmp_path):
 
 @pytest.mark.parametrize("shards_per_group", [None, 2])
 @pytest.mark.parametrize("keep_first", [True, False])
-def test_window_hashes_cut_exactly_what_the_suffix_array_cuts(tmp_path, monkeypatch, shards_per_group, keep_first):
-    """Same documents, same cuts, whichever path; several hash ranges, repeats inside one document too."""
+@pytest.mark.parametrize("chunk_windows", [1 << 22, 40])
+def test_window_hashes_cut_exactly_what_the_suffix_array_cuts(tmp_path, monkeypatch, shards_per_group, keep_first,
+                                                             chunk_windows):
+    """Same documents, same cuts, whichever path; several hash ranges, repeats inside one document
+    too, and (with small chunks) repeats within a chunk and across chunks of one shard."""
     import refinery.pipeline.windows as windows
 
     monkeypatch.setattr(windows, "MIN_RANGE_TEXT_BYTES", 1)
+    monkeypatch.setattr(windows, "CHUNK_WINDOWS", chunk_windows)
     rng = random.Random(9)
     pool = [words(rng, n) for n in (55, 70, 120, 30)]
     shards = [[_doc(f"s{s}d{d}", "\n\n".join([words(rng, rng.randint(5, 80))] +

@@ -95,7 +95,7 @@ class Engine:
     ``Engine.in_process()`` uses Dask's configured local scheduler (tests, benchmarks)."""
 
     def __init__(self, workers: int | None = None, threads_per_worker: int = 1, dashboard: bool = False,
-                 shuffle: str = "tasks", scheduler: str | None = None):
+                 shuffle: str = "p2p", scheduler: str | None = None):
         self.workers = workers
         self.threads_per_worker = threads_per_worker
         self.dashboard = dashboard

@@ -272,36 +272,40 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
         dropped = done[~done["kept"]][["key"]]
 
     if stage_tables:
+        # clusters.parquet first, alone: its join with every document's info is the one shuffle
+        # here that moves all keys; what follows reads the written clusters back
         info = keys[["key", "shard", "url", "language", "domain"]]
-        clusters = dd.read_parquet(_parquet_files(stage_tables)).merge(info, on="key", how="left")
+        table = str(dedup_dir / "clusters.parquet")
+        dd.read_parquet(_parquet_files(stage_tables)).merge(info, on="key", how="left").to_parquet(
+            table, write_index=False)
+        clusters = dd.read_parquet(_parquet_files([table]))
         losers = clusters[~clusters["kept"]]
-        drops = losers[["shard", "key", "kept_id", "stage"]]
-        removed = losers[["key", "stage"]].rename(columns={"stage": "removed_by"})
-        per_doc = keys[["key", "language", "domain"]].merge(removed, on="key", how="left")
-        per_doc = per_doc.assign(removed=(~per_doc["removed_by"].isna()).astype("int64"))
-        domains = per_doc.groupby("domain").agg(documents=("key", "count"), removed=("removed", "sum"),
-                                                split_out=nparts)
+        removed = losers.groupby("domain").size().to_frame("removed")
+        domains = keys.groupby("domain").size(split_out=nparts).to_frame("documents").join(removed, how="left")
+        domains = domains.assign(removed=domains["removed"].fillna(0).astype("int64"))
         sizes = clusters.groupby(["stage", "kept_key"]).size(split_out=nparts).to_frame("size").reset_index()
         writes = [
-            clusters.to_parquet(str(dedup_dir / "clusters.parquet"), write_index=False, compute=False),
-            drops.to_parquet(str(dedup_dir / "drops"), partition_on=["shard"], write_index=False, compute=False),
+            losers[["shard", "key", "kept_id", "stage"]].to_parquet(str(dedup_dir / "drops"), partition_on=["shard"],
+                                                                     write_index=False, compute=False),
             domains.reset_index().to_parquet(str(dedup_dir / "domains.parquet"), write_index=False, compute=False),
         ]
-        size_counts, languages, by_stage, top, *_ = dask.compute(
+        size_counts, languages, removed_languages, by_stage, top, *_ = dask.compute(
             sizes.groupby(["stage", "size"]).size(),
-            per_doc.groupby(["language", "removed_by"], dropna=False).size(),
+            keys.groupby("language", dropna=False).size(),
+            losers.groupby(["language", "stage"], dropna=False).size(),
             clusters.groupby(["stage", "kept"]).size(),
             domains[domains["removed"] > 0].assign(
                 rate=lambda d: d["removed"] / d["documents"]).nlargest(TOP_DOMAINS, ["removed", "documents"]),
             *writes,
         )
-        summary.update(_summarise(stages, size_counts, languages, by_stage, top))
+        summary.update(_summarise(stages, size_counts, languages, removed_languages, by_stage, top))
     remove_own(work)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
 
 
-def _summarise(stages, size_counts: pd.Series, languages: pd.Series, by_stage: pd.Series, top: pd.DataFrame) -> dict:
+def _summarise(stages, size_counts: pd.Series, languages: pd.Series, removed_languages: pd.Series,
+               by_stage: pd.Series, top: pd.DataFrame) -> dict:
     per_stage = {}
     for stage in stages:
         sizes = {int(size): int(n) for (name, size), n in size_counts.items() if name == stage.name}
@@ -312,13 +316,18 @@ def _summarise(stages, size_counts: pd.Series, languages: pd.Series, by_stage: p
             "removed": int(by_stage.get((stage.name, False), 0)),
             "cluster_sizes": {str(size): n for size, n in sorted(sizes.items())},
         }
+
+    def name(language) -> str:
+        return str(language) if pd.notna(language) else ""
+
     per_language: dict[str, dict] = {}
-    for (language, removed_by), n in languages.items():
-        row = per_language.setdefault(str(language) if pd.notna(language) else "", {"documents": 0, "removed": 0})
+    for language, n in languages.items():
+        row = per_language.setdefault(name(language), {"documents": 0, "removed": 0})
         row["documents"] += int(n)
-        if pd.notna(removed_by):
-            row["removed"] += int(n)
-            row[f"removed_by_{removed_by}"] = int(n)
+    for (language, removed_by), n in removed_languages.items():
+        row = per_language.setdefault(name(language), {"documents": 0, "removed": 0})
+        row["removed"] += int(n)
+        row[f"removed_by_{removed_by}"] = row.get(f"removed_by_{removed_by}", 0) + int(n)
     for row in per_language.values():
         row["duplicate_rate"] = round(row["removed"] / row["documents"], 6) if row["documents"] else 0.0
     top_domains = [

@@ -3,14 +3,18 @@
 Three kinds of task, none holding more than one shard or one hash range:
 
 1. ``windows`` (per shard): the 64-bit hash of every ``min_tokens``-window of each document the
-   earlier dedup stages kept (:func:`refinery.stages.substring_dedup.window_hashes`), as
-   (hash, row, position) records in ``ranges`` sections by the hash's top bits
+   earlier dedup stages kept (:func:`refinery.stages.substring_dedup.window_hashes`). Only which
+   hashes a shard has matters here, not where: each chunk of windows is written as its distinct
+   hashes, sorted, in ``ranges`` sections by the hash's top bits, a hash repeated within the
+   chunk twice. Parquet's delta bit-packing stores a sorted hash in about 5 bytes
    (``dedup/_work/substring/windows/<shard>.win``).
-2. ``range`` (per hash range): that section of every shard of the group, sorted; every window whose
-   hash occurred earlier in the group (shard order, then row, then position) is a repeat. The
-   repeats are written sorted by shard, with each shard's offset (``.../repeats/group-G/range-R.npy``).
-3. ``cut`` (per shard): its repeats from every range become character ranges per document, exactly
-   as the suffix array path makes them (``dedup/cuts/<shard>.parquet``).
+2. ``range`` (per hash range): that section of every shard of the group. A hash written two or
+   more times in all is repeated; each shard gets its repeated hashes, each marked whether an
+   earlier shard has it too (``.../repeats/group-G/range-R.npy``, sorted by shard, with offsets).
+3. ``cut`` (per shard): hashes its own windows again, in order, and cuts each whose hash is
+   repeated, except (``keep_first``) a hash's first occurrence in the group: no earlier shard has
+   it and it is its first in this shard. The cuts become character ranges per document exactly as
+   the suffix array path makes them (``dedup/cuts/<shard>.parquet``).
 
 The work folder goes once every cut is written. A cut's fingerprint holds the identity (size and
 mtime) of every shard of its group, so a change anywhere in the group cuts again.
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +46,9 @@ from refinery.pipeline.substring import (
     write_cuts,
 )
 
-RECORD = np.dtype([("hash", "<u8"), ("row", "<u4"), ("pos", "<u4")])
-REPEAT = np.dtype([("shard", "<u4"), ("row", "<u4"), ("pos", "<u4")])
-CHUNK_RECORDS = 1 << 21  # records a windows task holds before it writes them out (32 MiB)
-MAGIC = b"RFWIN001"
-_FOOTER = struct.Struct("<8sIIQ")  # magic, ranges, chunks, index offset
-BYTES_PER_RANGE_TEXT_BYTE = 12  # a range task's peak, per byte of text it covers (measured)
+REPEAT = np.dtype([("shard", "<u4"), ("hash", "<u8"), ("earlier", "u1")])
+CHUNK_WINDOWS = 1 << 22  # windows a windows task holds before it writes them out (32 MiB)
+_HASHES = pa.schema([("hash", pa.int64())])  # uint64 hashes, stored as their int64 bit pattern
 
 
 MIN_RANGE_TEXT_BYTES = 8 << 20  # below this, more ranges cost more in tasks than they save
@@ -77,57 +77,52 @@ def range_files(out: Path, group: int, index: int) -> tuple[Path, Path]:
 # --- the windows file ---------------------------------------------------------------------------
 
 class WindowWriter:
-    """Writes (hash, row, pos) records to ``file`` in chunks, each chunk sorted into ``ranges``
-    sections by the hash's top bits; ``close`` writes the chunk index and the footer."""
+    """Writes window hashes to a Parquet file in chunks: each chunk's distinct hashes (twice if
+    repeated within it), sorted, one row group per non-empty section of the ``ranges`` by top
+    bits; the row groups' sections go into the file's metadata."""
 
-    def __init__(self, file, ranges: int):
-        self.file, self.ranges = file, ranges
-        self.shift = np.uint64(64 - (ranges.bit_length() - 1))
+    def __init__(self, path, ranges: int):
+        self.ranges = ranges
+        self.bits = ranges.bit_length() - 1
+        self.writer = pq.ParquetWriter(path, _HASHES, use_dictionary=False, compression="none",
+                                       column_encoding={"hash": "DELTA_BINARY_PACKED"}, write_statistics=False)
         self.pending: list[np.ndarray] = []
-        self.pending_records = 0
-        self.index: list[np.ndarray] = []
-        self.written = 0
+        self.pending_windows = 0
+        self.sections: list[int] = []
 
-    def add(self, records: np.ndarray) -> None:
-        self.pending.append(records)
-        self.pending_records += len(records)
-        if self.pending_records >= CHUNK_RECORDS:
+    def add(self, hashes: np.ndarray) -> None:
+        self.pending.append(hashes)
+        self.pending_windows += len(hashes)
+        if self.pending_windows >= CHUNK_WINDOWS:
             self._flush()
 
     def _flush(self) -> None:
-        if not self.pending_records:
+        if not self.pending_windows:
             return
-        records = np.concatenate(self.pending)
-        self.pending, self.pending_records = [], 0
-        section = (records["hash"] >> self.shift).astype(np.int64) if self.ranges > 1 else np.zeros(len(records), np.int64)
-        records = records[np.argsort(section, kind="stable")]
-        counts = np.bincount(section, minlength=self.ranges)
-        self.index.append(self.written + np.concatenate(([0], np.cumsum(counts))))
-        self.file.write(records.tobytes())
-        self.written += len(records)
+        distinct, counts = np.unique(np.concatenate(self.pending), return_counts=True)
+        self.pending, self.pending_windows = [], 0
+        hashes = np.sort(np.concatenate([distinct, distinct[counts > 1]]))
+        section = (hashes >> np.uint64(64 - self.bits)).astype(np.int64) if self.bits else np.zeros(len(hashes), np.int64)
+        bounds = np.searchsorted(section, np.arange(1, self.ranges))
+        for section, part in enumerate(np.split(hashes, bounds)):
+            if len(part):
+                self.writer.write_table(pa.table({"hash": part.view(np.int64)}, schema=_HASHES))
+                self.sections.append(section)
 
     def close(self) -> None:
         self._flush()
-        index = np.asarray(self.index, dtype="<i8").reshape(len(self.index), self.ranges + 1)
-        offset = self.written * RECORD.itemsize
-        self.file.write(index.tobytes())
-        self.file.write(_FOOTER.pack(MAGIC, self.ranges, len(self.index), offset))
+        self.writer.add_key_value_metadata({"sections": json.dumps(self.sections)})
+        self.writer.close()
 
 
 def read_section(path: Path, section: int) -> np.ndarray:
-    """Every record of ``section`` in a windows file, in the order written."""
-    with open(path, "rb") as file:
-        file.seek(-_FOOTER.size, 2)
-        magic, ranges, chunks, offset = _FOOTER.unpack(file.read(_FOOTER.size))
-        if magic != MAGIC:
-            raise ValueError(f"{path} is not a refinery windows file")
-        file.seek(offset)
-        index = np.frombuffer(file.read(chunks * (ranges + 1) * 8), dtype="<i8").reshape(chunks, ranges + 1)
-        parts = []
-        for start, end in zip(index[:, section], index[:, section + 1]):
-            file.seek(int(start) * RECORD.itemsize)
-            parts.append(np.frombuffer(file.read(int(end - start) * RECORD.itemsize), dtype=RECORD))
-    return np.concatenate(parts) if parts else np.empty(0, dtype=RECORD)
+    """Every hash of ``section`` in a windows file (uint64), chunk by chunk."""
+    file = pq.ParquetFile(path)
+    sections = json.loads(file.metadata.metadata[b"sections"])
+    groups = [n for n, s in enumerate(sections) if s == section]
+    if not groups:
+        return np.empty(0, dtype=np.uint64)
+    return file.read_row_groups(groups).column("hash").to_numpy().view(np.uint64)
 
 
 # --- the three tasks ----------------------------------------------------------------------------
@@ -156,54 +151,89 @@ def write_windows(shard: InputShard, config: PipelineConfig, out_dir: str, range
     out = Path(out_dir)
     cfg = span_cut_stage(config).config
     started = time.perf_counter()
-    dropped = shard_drops(out, shard.shard_id)
     documents = windows = 0
-    with atomic_path(window_file(out, shard)) as tmp, open(tmp, "wb") as file:
-        writer = WindowWriter(file, ranges)
-        path = shard_paths(out, shard, deduplicated=True)["documents"]
-        for row, (key, doc) in enumerate(iter_keyed_documents(path, shard.shard_id, 1024)):
-            if key in dropped:
-                continue
+    with atomic_path(window_file(out, shard)) as tmp:
+        writer = WindowWriter(tmp, ranges)
+        for _, text in _kept_texts(out, shard):
             documents += 1
-            hashes = window_hashes(doc.text, cfg.min_tokens)
+            hashes = window_hashes(text, cfg.min_tokens)
             if len(hashes):
-                records = np.empty(len(hashes), dtype=RECORD)
-                records["hash"], records["row"], records["pos"] = hashes, row, np.arange(len(hashes))
-                writer.add(records)
+                writer.add(hashes)
                 windows += len(hashes)
         writer.close()
     return WindowsResult(shard.shard_id, documents, windows, round(time.perf_counter() - started, 3))
 
 
+def _kept_texts(out: Path, shard: InputShard):
+    """(document, text) of each document of the shard that the earlier dedup stages kept."""
+    dropped = shard_drops(out, shard.shard_id)
+    path = shard_paths(out, shard, deduplicated=True)["documents"]
+    for key, doc in iter_keyed_documents(path, shard.shard_id, 1024):
+        if key not in dropped:
+            yield (key, doc), doc.text
+
+
 def find_repeated_windows(group: int, index: int, shards: list[InputShard], config: PipelineConfig,
                           out_dir: str) -> RangeResult:
-    """Task 2: the repeats among one hash range of every shard of a group."""
-    from refinery.stages.substring_dedup import repeated_windows
-
+    """Task 2: which hashes of one range occur more than once in the group, per shard, and
+    whether an earlier shard has them."""
     out = Path(out_dir)
-    cfg = span_cut_stage(config).config
     started = time.perf_counter()
     sections = [read_section(window_file(out, shard), index) for shard in shards]
-    records = np.concatenate(sections) if sections else np.empty(0, dtype=RECORD)
+    hashes = np.concatenate(sections) if sections else np.empty(0, dtype=np.uint64)
     shard_of = np.repeat(np.arange(len(shards), dtype=np.uint32), [len(s) for s in sections])
+    written = len(hashes)
     del sections
-    cut = repeated_windows(records["hash"], (shard_of, records["row"], records["pos"]), cfg.keep_first)
-    repeats = np.empty(len(cut), dtype=REPEAT)
-    repeats["shard"], repeats["row"], repeats["pos"] = shard_of[cut], records["row"][cut], records["pos"][cut]
-    repeats = repeats[np.lexsort((repeats["pos"], repeats["row"], repeats["shard"]))]
+    order = np.argsort(hashes, kind="stable")  # equal hashes stay in shard order
+    hashes, shard_of = hashes[order], shard_of[order]
+    del order
+    same = hashes[1:] == hashes[:-1]
+    repeated = np.zeros(len(hashes), dtype=bool)
+    repeated[1:] |= same
+    repeated[:-1] |= same
+    del same
+    hashes, shard_of = hashes[repeated], shard_of[repeated]  # the few that matter from here on
+    starts = np.ones(len(hashes), dtype=bool)
+    starts[1:] = hashes[1:] != hashes[:-1]
+    first_shard = shard_of[starts][np.cumsum(starts) - 1]
+    repeats = np.empty(len(hashes), dtype=REPEAT)
+    repeats["shard"], repeats["hash"], repeats["earlier"] = shard_of, hashes, first_shard < shard_of
+    repeats = np.unique(repeats)  # by shard, then hash; a hash written twice by a shard once
     offsets = np.searchsorted(repeats["shard"], np.arange(len(shards) + 1, dtype=np.uint32))
     data, offsets_path = range_files(out, group, index)
     with atomic_path(data) as tmp, open(tmp, "wb") as file:
         np.save(file, repeats)
     with atomic_path(offsets_path) as tmp, open(tmp, "wb") as file:
         np.save(file, offsets.astype(np.int64))
-    return RangeResult(group, index, len(records), len(repeats), round(time.perf_counter() - started, 3))
+    return RangeResult(group, index, written, len(repeats), round(time.perf_counter() - started, 3))
+
+
+def _cut_positions(hashes: np.ndarray, repeated: np.ndarray, earlier: np.ndarray, seen: set, keep_first: bool) -> np.ndarray:
+    """Positions of a document's windows to cut, given the shard's ``repeated`` hashes (sorted)
+    and whether an ``earlier`` shard has each; ``seen`` holds (as indices into ``repeated``) those
+    this shard has already kept once: it grows as the shard's documents go by in order."""
+    if not len(repeated) or not len(hashes):
+        return np.empty(0, dtype=np.int64)
+    slot = np.minimum(np.searchsorted(repeated, hashes), len(repeated) - 1)
+    hit = np.flatnonzero(repeated[slot] == hashes)
+    if not keep_first:
+        return hit.astype(np.int64)
+    cut = []
+    for position, s in zip(hit.tolist(), slot[hit].tolist()):
+        if earlier[s]:
+            cut.append(position)
+        elif s in seen:
+            cut.append(position)
+        else:
+            seen.add(s)
+    return np.asarray(cut, dtype=np.int64)
 
 
 def cut_shard(group: int, position: int, shard: InputShard, ranges: int, config: PipelineConfig,
               out_dir: str, sample_spans: int) -> SubstringResult:
-    """Task 3: one shard's repeats from every range, as character ranges per document."""
-    from refinery.stages.substring_dedup import cut_ranges
+    """Task 3: one shard's repeated windows, found by hashing its windows again, as character
+    ranges per document."""
+    from refinery.stages.substring_dedup import cut_ranges, window_hashes
 
     out = Path(out_dir)
     cfg = span_cut_stage(config).config
@@ -214,31 +244,27 @@ def cut_shard(group: int, position: int, shard: InputShard, ranges: int, config:
         offsets = np.load(offsets_path)
         found.append(np.array(np.load(data, mmap_mode="r")[offsets[position]:offsets[position + 1]]))
     repeats = np.concatenate(found) if found else np.empty(0, dtype=REPEAT)
-    repeats = repeats[np.lexsort((repeats["pos"], repeats["row"]))]
-    rows, first = np.unique(repeats["row"], return_index=True)
-    bounds = dict(zip(rows.tolist(), zip(first.tolist(), [*first[1:].tolist(), len(repeats)])))
-    dropped = shard_drops(out, shard.shard_id)
+    repeats = repeats[np.argsort(repeats["hash"], kind="stable")]
+    repeated, earlier = repeats["hash"], repeats["earlier"].astype(bool)
+    seen: set[int] = set()
     totals = {"documents": 0, "text_bytes": 0, "cut_tokens": 0, "cut_bytes": 0, "documents_touched": 0}
     cuts: dict[str, list[tuple[int, int]]] = {}
     spans = []
-    path = shard_paths(out, shard, deduplicated=True)["documents"]
-    for row, (key, doc) in enumerate(iter_keyed_documents(path, shard.shard_id, 1024)):
-        if key in dropped:
-            continue
+    for (key, doc), text in _kept_texts(out, shard):
         totals["documents"] += 1
-        totals["text_bytes"] += len(doc.text.encode("utf-8", "surrogatepass"))
-        if row not in bounds:
+        totals["text_bytes"] += len(text.encode("utf-8", "surrogatepass"))
+        positions = _cut_positions(window_hashes(text, cfg.min_tokens), repeated, earlier, seen, cfg.keep_first)
+        if not len(positions):
             continue
-        start, end = bounds[row]
-        ranges_cut, tokens = cut_ranges(doc.text, repeats["pos"][start:end].astype(np.int64), cfg.min_tokens)
+        ranges_cut, tokens = cut_ranges(text, positions, cfg.min_tokens)
         cuts[key] = ranges_cut
         totals["documents_touched"] += 1
         totals["cut_tokens"] += tokens
-        totals["cut_bytes"] += sum(len(doc.text[a:b].encode("utf-8", "surrogatepass")) for a, b in ranges_cut)
+        totals["cut_bytes"] += sum(len(text[a:b].encode("utf-8", "surrogatepass")) for a, b in ranges_cut)
         for a, b in ranges_cut:
             if len(spans) < sample_spans:
-                spans.append({"id": doc.id, "url": doc.url, "tokens": len(doc.text[a:b].split()),
-                              "text": doc.text[a:b][:SPAN_SAMPLE_CHARS]})
+                spans.append({"id": doc.id, "url": doc.url, "tokens": len(text[a:b].split()),
+                              "text": text[a:b][:SPAN_SAMPLE_CHARS]})
     write_cuts(out, shard.shard_id, cuts)
     with atomic_path(spans_file(out, group, shard)) as tmp:
         pq.write_table(pa.Table.from_pylist(spans, schema=SPANS_SCHEMA), tmp)
