@@ -43,6 +43,7 @@ def _connect(address: str):
 
 BUNDLE_INPUT_BYTES = 16 << 20  # a root task reading less than this may share a Dask task
 BUNDLE_TASKS = 32  # at most this many tasks to one Dask task
+P2P_SEND_BUFFER, P2P_WRITE_BUFFER = "128 MiB", "64 MiB"  # per worker, for p2p shuffles (dask: 1 GiB, 100 MiB)
 
 
 def plan_units(tasks: list[Task], workers: int) -> list[list[Task]]:
@@ -128,6 +129,11 @@ class Engine:
             return self
         from distributed import Client, LocalCluster
 
+        # p2p shuffles buffer up to 1 GiB to send and 100 MiB to write, per worker; smaller
+        # buffers keep a worker's memory flat as the corpus grows (a LocalCluster's workers and
+        # this process; an existing scheduler's workers keep their own settings)
+        self._config = dask.config.set({"distributed.p2p.comm.buffer": P2P_SEND_BUFFER,
+                                        "distributed.p2p.storage.buffer": P2P_WRITE_BUFFER})
         if self.scheduler:
             self.client = _connect(self.scheduler)
         elif self.cluster_spec is not None:
@@ -144,10 +150,13 @@ class Engine:
                 silence_logs=logging.CRITICAL,  # a failed task is reported once, by the driver
             )
             self.client = Client(self._cluster)
-        self._config = dask.config.set({"dataframe.shuffle.method": self.shuffle})
+        self._shuffle_config = dask.config.set({"dataframe.shuffle.method": self.shuffle})
         return self
 
     def __exit__(self, *exc) -> None:
+        if getattr(self, "_shuffle_config", None) is not None:
+            self._shuffle_config.__exit__(None, None, None)
+            self._shuffle_config = None
         self._config.__exit__(None, None, None)
         if self.client is not None:
             self.client.close()

@@ -12,7 +12,10 @@ cheap to sort. Which document of a component is kept is decided later, on the in
    read each), sorts the keys and emits, for each bucket of two or more documents, star edges from
    its lowest number to each other member. No shuffle moves band rows, and a key that occurs once
    (most of them) is dropped in the task that reads it. The edges are shuffled on ``id`` and
-   de-duplicated per partition. Output columns: ``id``, ``kept``, with ``kept < id``.
+   de-duplicated per partition. Output columns: ``id``, ``kept``, with ``kept < id``. Band files
+   that keep fewer than 8 bytes of each key list the members of shared buckets instead; one task
+   per shard recomputes their full keys (:class:`FullKeys`), and the buckets are formed again on
+   all 64 bits, so that a short key's chance collisions link nothing.
 2. :func:`connected_components` labels each document that appears in an edge with the lowest
    number of its connected component. It is iterative (large-star / small-star rounds, see its
    docstring): each round is two shuffles and per-partition pandas work on the edge list, and the

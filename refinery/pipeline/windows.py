@@ -5,7 +5,7 @@ Three kinds of task, none holding more than one shard or one hash range:
 1. ``windows`` (per shard): the 64-bit hash of every ``min_tokens``-window of each document the
    earlier dedup stages kept (:func:`refinery.stages.substring_dedup.window_hashes`). Only which
    hashes a shard has matters here, not where: each chunk of windows is written as its distinct
-   hashes, sorted, in ``ranges`` sections by the hash's top bits, a hash repeated within the
+   hashes, sorted, in ``ranges`` sections by the hash's value, a hash repeated within the
    chunk twice. Parquet's delta bit-packing stores a sorted hash in about 5 bytes
    (``dedup/_work/substring/windows/<shard>.win``).
 2. ``range`` (per hash range): that section of every shard of the group. A hash written two or
@@ -55,10 +55,15 @@ MIN_RANGE_TEXT_BYTES = 8 << 20  # below this, more ranges cost more in tasks tha
 
 
 def range_count(text_bytes: int, max_part_bytes: int) -> int:
-    """Hash ranges (a power of two) so that each covers at most ``max_part_bytes`` of text: the
-    memory a range task needs is then about what a suffix array of ``max_part_bytes`` needs."""
-    needed = max(1, -(-text_bytes // max(max_part_bytes, MIN_RANGE_TEXT_BYTES)))
-    return 1 << (needed - 1).bit_length()
+    """Hash ranges so that each covers about ``max_part_bytes`` of text, however big the group: a
+    range task then needs about 5 bytes per byte of text it covers (a suffix array needs 12)."""
+    return max(1, -(-text_bytes // max(max_part_bytes, MIN_RANGE_TEXT_BYTES)))
+
+
+def section_of(hashes: np.ndarray, ranges: int) -> np.ndarray:
+    """Which of ``ranges`` equal hash ranges each uint64 hash falls in (multiply-shift on its top
+    32 bits): non-decreasing in the hash, so sorted hashes are sorted by section."""
+    return (((hashes >> np.uint64(32)) * np.uint64(ranges)) >> np.uint64(32)).astype(np.int64)
 
 
 def work_folder(out: Path) -> Path:
@@ -78,12 +83,11 @@ def range_files(out: Path, group: int, index: int) -> tuple[Path, Path]:
 
 class WindowWriter:
     """Writes window hashes to a Parquet file in chunks: each chunk's distinct hashes (twice if
-    repeated within it), sorted, one row group per non-empty section of the ``ranges`` by top
-    bits; the row groups' sections go into the file's metadata."""
+    repeated within it), sorted, one row group per non-empty section (:func:`section_of`); the
+    row groups' sections go into the file's metadata."""
 
     def __init__(self, path, ranges: int):
         self.ranges = ranges
-        self.bits = ranges.bit_length() - 1
         self.writer = pq.ParquetWriter(path, _HASHES, use_dictionary=False, compression="none",
                                        column_encoding={"hash": "DELTA_BINARY_PACKED"}, write_statistics=False)
         self.pending: list[np.ndarray] = []
@@ -102,8 +106,7 @@ class WindowWriter:
         distinct, counts = np.unique(np.concatenate(self.pending), return_counts=True)
         self.pending, self.pending_windows = [], 0
         hashes = np.sort(np.concatenate([distinct, distinct[counts > 1]]))
-        section = (hashes >> np.uint64(64 - self.bits)).astype(np.int64) if self.bits else np.zeros(len(hashes), np.int64)
-        bounds = np.searchsorted(section, np.arange(1, self.ranges))
+        bounds = np.searchsorted(section_of(hashes, self.ranges), np.arange(1, self.ranges))
         for section, part in enumerate(np.split(hashes, bounds)):
             if len(part):
                 self.writer.write_table(pa.table({"hash": part.view(np.int64)}, schema=_HASHES))
