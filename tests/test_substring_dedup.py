@@ -196,3 +196,20 @@ def test_window_hashes_take_tokens_as_str_split_does():
     a = window_hashes(f"x y {window} z", 5)
     b = window_hashes(f"{window}\u3000q", 5)
     assert a[2] == b[0] and len(set(a.tolist())) == len(a) and a.dtype == np.uint64
+
+
+def test_hash_ranges_divide_the_text_evenly_and_keep_sorted_hashes_in_order():
+    import numpy as np
+
+    from refinery.pipeline.windows import range_count, section_of
+
+    assert [range_count(n << 20, 50_000_000) for n in (1, 47, 48, 2200)] == [1, 1, 2, 47]
+    rng = np.random.default_rng(3)
+    hashes = np.sort(np.concatenate([rng.integers(0, 2**63, 100_000, dtype=np.uint64) * np.uint64(2) + np.uint64(1),
+                                     np.array([0, 2**64 - 1], dtype=np.uint64)]))
+    for ranges in (1, 3, 44, 1000):
+        sections = section_of(hashes, ranges)
+        assert sections[0] == 0 and sections[-1] == ranges - 1
+        assert np.all(np.diff(sections) >= 0)
+        counts = np.bincount(sections, minlength=ranges)
+        assert counts.max() < 1.2 * len(hashes) / ranges + 50  # even, up to chance
