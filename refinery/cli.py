@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 
 EXIT_CONFIG = 2
@@ -50,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", action="extend", nargs="+", metavar="GLOB_OR_URL",
                      help="replaces the config's inputs: one or more (local globs, s3://, https://), and it may be "
                           "repeated; relative paths are from the current directory")
+    run.add_argument("--input-list", metavar="FILE",
+                     help="replaces the config's inputs with the paths or URLs listed in FILE, one a line "
+                          "(a Common Crawl warc.paths.gz or wet.paths.gz, or any list; local or remote)")
+    run.add_argument("--base-url", metavar="URL",
+                     help="put in front of --input-list entries without a scheme, e.g. s3://commoncrawl/ or "
+                          "https://data.commoncrawl.org/")
+    run.add_argument("--select", metavar="I/N",
+                     help="with --input-list: only every N-th entry from the I-th (1-based), a deterministic 1/N")
     run.add_argument("--output", metavar="DIR", help="output directory (default: the config's `output`, "
                                                       "else runs/NAME)")
     run.add_argument("--workers", type=_positive_int, metavar="N",
@@ -177,9 +186,24 @@ def _print_logs(args: argparse.Namespace) -> None:
         print(f"refinery: logs: {args.logs}", file=sys.stderr)
 
 
+def _listed_inputs(args: argparse.Namespace, config) -> list[tuple[int, str]]:
+    """(line, path) of --input-list's selected entries; [] without it."""
+    from refinery.config import UsageError
+    from refinery.io import read_input_list
+
+    if args.input_list is None:
+        for flag, value in (("--select", args.select), ("--base-url", args.base_url)):
+            if value is not None:
+                raise UsageError(flag, "only used with --input-list")
+        return []
+    if args.input:
+        raise UsageError("--input-list", "give either --input or --input-list, not both")
+    return read_input_list(args.input_list, args.base_url, args.select, config.spec.input)
+
+
 def command_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # never reach the network for it
-    from refinery.config import load_config, preflight, read_yaml, with_overrides
+    from refinery.config import ConfigError, UsageError, load_config, preflight, read_yaml, with_overrides
     from refinery.engine.output import claim_output
     from refinery.io import expand_inputs
     from refinery.pipeline.chain import source_stage_class
@@ -190,13 +214,21 @@ def command_run(args: argparse.Namespace) -> int:
     if isinstance(raw, dict) and "mix" in raw:
         return command_mix(args, raw)
     config = load_config(args.config)
-    config = with_overrides(config, inputs=args.input, output=args.output, workers=args.workers, limit=args.limit)
+    listed = _listed_inputs(args, config)
+    config = with_overrides(config, inputs=[p for _, p in listed] if listed else args.input, output=args.output,
+                            workers=args.workers, limit=args.limit)
     out_dir = config.spec.output or os.path.join("runs", config.name)
-    shards = expand_inputs(config.spec.input.paths, config.spec.input)
+    try:
+        shards = expand_inputs(config.spec.input.paths, config.spec.input)
+    except ConfigError as err:
+        index = re.fullmatch(r"input\.paths\[(\d+)\]", err.key)
+        if listed and index:  # name the list's line, not a config key the user never wrote
+            raise UsageError(f"--input-list line {listed[int(index[1])][0]}", err.message) from None
+        raise
     preflight(config)  # what validation cannot see (a model that does not load), in a dry run too
     if args.dry_run:
         print(f"config {config.path} ({config.fingerprint()}) -> {out_dir}")
-        print("stages: " + " -> ".join([source_stage_class(config).name, *(s.name for s in config.stages)]))
+        print("stages: " + " -> ".join([source_stage_class(config, shards[0].path).name, *(s.name for s in config.stages)]))
         if config.dedup:
             print("dedup:  " + " -> ".join(s.name for s in config.dedup))
         for shard in shards:
@@ -283,8 +315,9 @@ def command_mix(args: argparse.Namespace, raw: dict) -> int:
     from refinery.mix import execute_mix, parse_mix
     from refinery.mix.spec import check_mix
 
-    if args.input or args.limit:
-        raise UsageError("--input" if args.input else "--limit", "not used by a mix config; set each source's input")
+    if args.input or args.limit or args.input_list:
+        flag = "--input" if args.input else "--input-list" if args.input_list else "--limit"
+        raise UsageError(flag, "not used by a mix config; set each source's input")
     spec = parse_mix(raw, args.config)
     checked = check_mix(spec)  # every source, path and nested config, before any work (in a dry run too)
     out_dir = args.output or spec.output or os.path.join("runs", spec.name)

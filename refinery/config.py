@@ -108,8 +108,18 @@ class _Strict(BaseModel):
 
 class InputConfig(_Strict):
     paths: list[str] = Field(default=["sample://english"], min_length=1)
-    format: str = Field(default="auto", pattern="^(auto|warc|arc)$")
+    # auto: by file name (.jsonl[.gz|.zst], .parquet or a folder of them, .wet[.gz], else WARC/ARC)
+    format: str = Field(default="auto", pattern="^(auto|warc|arc|wet|jsonl|parquet)$")
     max_record_bytes: int = Field(default=10_000_000, gt=0)
+    # a .warc.gz or .wet.gz bigger than this is read as byte ranges of about this size, one task each
+    split_bytes: int = Field(default=256 << 20, ge=0)  # 0: never split
+    split_remote: bool = False  # also split remote files (their index reads each one once more)
+    # JSONL and Parquet documents: the fields that hold the text, id and URL, and fields carried
+    # through to the output's `metadata` column (as JSON)
+    text_field: str = Field(default="text", min_length=1)
+    id_field: str = Field(default="id", min_length=1)
+    url_field: str = Field(default="url", min_length=1)
+    metadata_fields: list[str] = []
     keep_status: list[int] = Field(default=[200], min_length=1)
     # remote inputs (http(s)://, s3://): how they are fetched, not what they hold (no output depends on them)
     connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
@@ -248,7 +258,9 @@ class PipelineConfig:
         """Hash of everything that affects outputs (not where they go, nor how many workers)."""
         body = {
             "source": self.spec.source,
-            "input": self.spec.input.model_dump(exclude={"paths", "connect_timeout_s", "read_timeout_s", "retries"}),
+            # how inputs are fetched and cut into tasks does not change what they hold
+            "input": self.spec.input.model_dump(exclude={"paths", "connect_timeout_s", "read_timeout_s", "retries",
+                                                         "split_bytes", "split_remote"}),
             "limit": self.spec.run.limit,
             "stages": [[s.name, s.config.model_dump()] for s in self.stages],
             "dedup": bool(self.dedup),  # the chain writes to filtered/ instead of documents/

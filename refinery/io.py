@@ -25,15 +25,71 @@ T = TypeVar("T")
 class InputShard:
     path: str  # local path or fsspec URL
     shard_id: str  # stable, file-system-safe name for this shard's outputs
+    start: int = 0  # a byte range of the file (refinery.pipeline.split): [start, end)
+    end: int | None = None
 
     @staticmethod
     def for_path(path: str, named: str | None = None) -> InputShard:
         """The digest in ``shard_id`` covers ``named`` (see :func:`input_names`), else ``path``."""
         base = re.sub(r"[^A-Za-z0-9._-]", "_", path.rstrip("/").rsplit("/", 1)[-1])
-        for suffix in (".gz", ".warc", ".arc"):
+        for suffix in (".gz", ".zst", ".warc", ".arc", ".wet", ".jsonl", ".parquet"):
             base = base.removesuffix(suffix)
         digest = hashlib.sha1((path if named is None else named).encode()).hexdigest()[:8]
         return InputShard(path=path, shard_id=f"{base}-{digest}")
+
+
+DOCUMENT_SUFFIXES = {"jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst"), "parquet": (".parquet",),
+                     "wet": (".wet", ".wet.gz")}
+
+
+def source_kind(path: str, fmt: str = "auto") -> str:
+    """Which reader a file needs: warc (WARC or ARC), wet, jsonl or parquet."""
+    if fmt in ("wet", "jsonl", "parquet"):
+        return fmt
+    if fmt in ("warc", "arc"):
+        return "warc"
+    name = path.lower().rstrip("/")
+    for kind, suffixes in DOCUMENT_SUFFIXES.items():
+        if name.endswith(suffixes):
+            return kind
+    return "warc"
+
+
+def read_input_list(path: str, base_url: str | None = None, select: str | None = None,
+                    config: InputConfig | None = None) -> list[tuple[int, str]]:
+    """(line number, path) for each entry of a list of inputs, one a line (a Common Crawl
+    ``warc.paths.gz``, or any list; gzipped when its name ends in .gz; blank lines and lines
+    starting with # are skipped). Entries without a scheme get ``base_url`` in front (for Common
+    Crawl ``s3://commoncrawl/`` or ``https://data.commoncrawl.org/``), else are paths from the
+    current directory. ``select`` "i/n" keeps every n-th entry from the i-th (1-based): a
+    deterministic 1/n of the list. Raises UsageError."""
+    import gzip
+
+    from refinery.config import UsageError
+
+    if select is not None:
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", select)
+        if not match or not 1 <= int(match[1]) <= int(match[2]):
+            raise UsageError("--select", f"expected i/n with 1 <= i <= n (e.g. 3/10), got {select!r}")
+        part, parts = int(match[1]), int(match[2])
+    try:
+        with open_input(path, config) as stream:
+            data = stream.read()
+        if path.lower().endswith(".gz"):
+            data = gzip.decompress(data)
+        text = data.decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as err:
+        raise UsageError("--input-list", f"cannot read {path!r}: {_one_line(err)}") from None
+    entries = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1)
+               if line.strip() and not line.lstrip().startswith("#")]
+    if base_url:
+        base = base_url.rstrip("/") + "/"
+        entries = [(n, e if "://" in e else base + e.lstrip("/")) for n, e in entries]
+    if select is not None:
+        entries = [entry for index, entry in enumerate(entries) if index % parts == part - 1]
+    if not entries:
+        raise UsageError("--input-list", f"{path!r} names no input" + (f" for --select {select}" if select else ""))
+    return entries
 
 
 def is_remote(path: str) -> bool:
@@ -81,7 +137,7 @@ def expand_inputs(patterns: list[str], config: InputConfig | None = None) -> lis
             continue
         local = pattern.removeprefix("file://")
         matches = sorted(glob.glob(local)) if _GLOB_CHARS.search(local) else [local]
-        matches = [m for m in matches if not os.path.isdir(m)]
+        matches = [f for m in matches for f in (_documents_in(m) if os.path.isdir(m) else [m])]
         if not matches or not os.path.exists(matches[0]):
             raise ConfigError(key, f"no input file matches {pattern!r}")
         for match in matches:
@@ -89,8 +145,18 @@ def expand_inputs(patterns: list[str], config: InputConfig | None = None) -> lis
                 raise ConfigError(key, f"input is not readable: {match!r}")
         paths.extend(os.path.abspath(m) for m in matches)
     unique = sorted(set(paths))
+    kinds = sorted({source_kind(p, _settings(config).format) for p in unique})
+    if len(kinds) > 1:
+        raise ConfigError("input.paths", f"inputs of different kinds ({', '.join(kinds)}): one run reads one kind")
     names = input_names(unique) | sample_names
     return [InputShard.for_path(p, names[p]) for p in unique]
+
+
+def _documents_in(folder: str) -> list[str]:
+    """A folder given as input (a Hugging Face dataset folder, refinery's documents/): the
+    JSONL and Parquet files under it."""
+    suffixes = DOCUMENT_SUFFIXES["jsonl"] + DOCUMENT_SUFFIXES["parquet"]
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and p.name.lower().endswith(suffixes))
 
 
 def _expand_remote(url: str, key: str, config: InputConfig) -> list[str]:

@@ -63,7 +63,8 @@ class SourceStage:
     name: ClassVar[str]
     reasons: ClassVar[tuple[str, ...]] = ()
 
-    def read(self, path: str) -> Iterator[Document | Drop]:
+    def read(self, path: str, start: int = 0, end: int | None = None) -> Iterator[Document | Drop]:
+        """The documents of ``path``; of its byte range [start, end) where the reader splits files."""
         raise NotImplementedError
 
 

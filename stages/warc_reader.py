@@ -99,6 +99,29 @@ def _file_drop(shard_name: str, reason: str) -> Drop:
     return Drop(Document(id=f"{shard_name}:{reason}", url=""), reason)
 
 
+class _RangeStream:
+    """A seekable byte stream that ends at ``end`` (a byte range of a split file)."""
+
+    def __init__(self, stream, end: int | None):
+        self._stream, self.end = stream, end
+
+    def read(self, size: int = -1) -> bytes:
+        if self.end is None:
+            return self._stream.read(size)
+        left = self.end - self._stream.tell()
+        if left <= 0:
+            return b""
+        return self._stream.read(left if size is None or size < 0 else min(size, left))
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 2 and self.end is not None:
+            return self._stream.seek(self.end + offset)
+        return self._stream.seek(offset, whence)
+
+
 class _GuardedStream:
     """Passes reads through and remembers an exception the stream itself raised (an I/O error, a
     timeout), so that it is told apart from a parse failure of the bytes read."""
@@ -133,12 +156,14 @@ _WARC_LINE = re.compile(rb"\nWARC/\d")
 _SCAN_STEP = 1 << 20
 
 
-def _hidden_records(path: str, last_pos: int, gzipped: bool, config: InputConfig | None = None) -> int | None:
+def _hidden_records(path: str, last_pos: int, gzipped: bool, config: InputConfig | None = None,
+                    end: int | None = None) -> int | None:
     """Where bytes that made no record begin, after the last record fastwarc returned (at
     `last_pos`); None when there are none. Such bytes follow a file cut inside a gzip or WARC
     header, or a record whose declared length ran past the end of the file and so hid the records
     after it (fastwarc skips the declared length)."""
-    with open_input(path, config) as stream:
+    with open_input(path, config) as raw:
+        stream = _RangeStream(raw, end)
         if gzipped:
             return _after_member(stream, last_pos)
         size = stream.seek(0, 2)
@@ -220,7 +245,8 @@ class WarcReader(SourceStage):
         self.limit = limit
         self._keep_status = frozenset(self.config.keep_status)
 
-    def read(self, path: str) -> Iterator[Document | Drop]:
+    def read(self, path: str, start: int = 0, end: int | None = None) -> Iterator[Document | Drop]:
+        """The records of ``path``, or of its byte range [start, end) (whole gzip members)."""
         shard_name = path.rstrip("/").rsplit("/", 1)[-1]
         try:
             with open_input(path, self.config) as stream:
@@ -241,27 +267,28 @@ class WarcReader(SourceStage):
         if arc:
             records = self._read_arc(path, shard_name)
         else:
-            records = self._read_warc(path, shard_name, gzipped=head[:2] == b"\x1f\x8b")
+            records = self._read_warc(path, shard_name, gzipped=head[:2] == b"\x1f\x8b", start=start, end=end)
         for count, item in enumerate(records, start=1):
             yield item
             if self.limit is not None and count >= self.limit:
                 return
 
-    def _read_warc(self, path: str, shard_name: str, gzipped: bool) -> Iterator[Document | Drop]:
-        """Reads the file, then, while bytes after its last record made no record, reads on from
-        there: what they hold is read or counted as one `truncated`, never lost silently."""
-        start = 0
+    def _read_warc(self, path: str, shard_name: str, gzipped: bool, start: int = 0,
+                   end: int | None = None) -> Iterator[Document | Drop]:
+        """Reads the file (or its range), then, while bytes after its last record made no record,
+        reads on from there: what they hold is read or counted as one `truncated`, never lost."""
+        first = start
         while True:
-            count, last_pos, ended = yield from self._read_warc_from(path, shard_name, start)
+            count, last_pos, ended = yield from self._read_warc_from(path, shard_name, start, end)
             if ended:
                 return
-            if start and not count:
+            if start != first and not count:
                 yield _file_drop(shard_name, "truncated")
                 return
             if last_pos is None:
                 return
             try:
-                start = _hidden_records(path, last_pos, gzipped, self.config)
+                start = _hidden_records(path, last_pos, gzipped, self.config, end)
             except BaseException as exc:
                 if _fatal(exc):
                     raise
@@ -270,7 +297,7 @@ class WarcReader(SourceStage):
             if start is None:
                 return
 
-    def _read_warc_from(self, path: str, shard_name: str, start: int):
+    def _read_warc_from(self, path: str, shard_name: str, start: int, end: int | None = None):
         """Records from offset `start` on; returns (records read, offset of the last, whether an
         exception ended the shard, counted as one drop)."""
         from fastwarc.warc import ArchiveIterator
@@ -278,7 +305,7 @@ class WarcReader(SourceStage):
         count, last_pos, stream = 0, None, None
         try:
             with open_input(path, self.config) as raw:
-                stream = _GuardedStream(raw)
+                stream = _GuardedStream(_RangeStream(raw, end))
                 if start:
                     raw.seek(start)
                 # auto_decode stays off: many archives keep "chunked"/"gzip" headers on bodies stored decoded.
@@ -299,24 +326,20 @@ class WarcReader(SourceStage):
             return count, last_pos, True
         return count, last_pos, False
 
-    def _from_fastwarc(self, record, shard_name: str, stream: _GuardedStream) -> Document | Drop:
-        kind = str(record.record_type).rsplit(".", 1)[-1]
+    def _record_document(self, record, shard_name: str) -> tuple[str, Document]:
+        """A fastwarc record's type and the document its WARC headers describe."""
         headers = record.headers
-        doc = Document(
+        return str(record.record_type).rsplit(".", 1)[-1], Document(
             id=_record_id(record.record_id, shard_name, record.stream_pos),
             url=headers.get("WARC-Target-URI") or "",
             warc_date=headers.get("WARC-Date") or "",
             source=self.source,
         )
-        if kind != "response":
-            return Drop(doc, kind if kind in self.reasons else "other_record_type")
-        if not record.is_http:
-            return Drop(doc, "non_html")
-        status = record.http_headers.status_code
-        if status not in self._keep_status:
-            return Drop(doc, "http_status")
-        content_type = record.http_content_type
-        if headers.get("WARC-Truncated"):
+
+    def _payload(self, record, doc: Document, stream: _GuardedStream) -> bytes | Drop:
+        """The record's body, read only when it declares at most ``max_record_bytes``; a drop when
+        it is marked or found truncated, too large, or unreadable."""
+        if record.headers.get("WARC-Truncated"):
             return Drop(doc, "truncated")
         if record.content_length > self.config.max_record_bytes:
             return Drop(doc, "too_large")
@@ -328,6 +351,21 @@ class WarcReader(SourceStage):
             return Drop(doc, "read_error" if stream.error is not None else "truncated")
         if len(payload) < record.content_length:
             return Drop(doc, "truncated")
+        return payload
+
+    def _from_fastwarc(self, record, shard_name: str, stream: _GuardedStream) -> Document | Drop:
+        kind, doc = self._record_document(record, shard_name)
+        if kind != "response":
+            return Drop(doc, kind if kind in self.reasons else "other_record_type")
+        if not record.is_http:
+            return Drop(doc, "non_html")
+        status = record.http_headers.status_code
+        if status not in self._keep_status:
+            return Drop(doc, "http_status")
+        content_type = record.http_content_type
+        payload = self._payload(record, doc, stream)
+        if isinstance(payload, Drop):
+            return payload
         http = record.http_headers
         return self._decoded(doc, payload, http.get("Transfer-Encoding"), http.get("Content-Encoding"),
                              content_type, record.http_charset)

@@ -14,7 +14,7 @@ from refinery.document import Document, Drop
 from refinery.engine.task import Result
 from refinery.io import InputShard, atomic_path, write_json_atomic
 from refinery.pipeline.chain import (
-    DOCUMENT_SCHEMA,
+    document_schema,
     DropSampler,
     TextSize,
     document_rows,
@@ -71,7 +71,8 @@ def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str) -> Appl
     source = shard_paths(out, shard, deduplicated=True)["documents"]
 
     with atomic_path(paths["documents"]) as tmp:
-        with pq.ParquetWriter(tmp, DOCUMENT_SCHEMA, compression="zstd") as writer:
+        schema = document_schema(config)
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             keyed = iter_keyed_documents(source, shard.shard_id, config.spec.run.row_group_size)
             for docs in batched(keyed, config.spec.run.row_group_size):
                 kept = []
@@ -93,7 +94,7 @@ def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str) -> Appl
                     else:
                         kept.append(doc)
                 if kept:
-                    writer.write_table(document_rows(kept))
+                    writer.write_table(document_rows(kept, schema))
                     documents += len(kept)
                     size += text_size(kept)
     for stats in funnel.values():  # their time is in the dedup phases' timings, not per stage

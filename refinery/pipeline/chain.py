@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -67,10 +68,10 @@ class DropSampler:
                 pq.write_table(pa.Table.from_pylist(rows, schema=DROPPED_SCHEMA), tmp, compression="zstd")
 
 
-def _count_source(source: SourceStage, path: str, stats: StageStats, sampler: DropSampler,
+def _count_source(source: SourceStage, shard: InputShard, stats: StageStats, sampler: DropSampler,
                   tick: Callable[[], None] = lambda: None) -> Iterator[Document]:
     started = time.perf_counter()
-    for item in source.read(path):
+    for item in source.read(shard.path, shard.start, shard.end):
         stats.docs_in += 1
         tick()
         if not _count_drop(source, item, stats, sampler):
@@ -177,8 +178,16 @@ def text_size(docs: list[Document]) -> TextSize:
     return TextSize(sum(len(d.text or "") for d in docs), sum(len((d.text or "").split()) for d in docs))
 
 
-def document_rows(docs: list[Document]) -> pa.Table:
-    return pa.Table.from_pydict({
+METADATA_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("metadata", pa.string()))  # input.metadata_fields, as JSON
+
+
+def document_schema(config: PipelineConfig) -> pa.Schema:
+    """The documents' columns: a ``metadata`` column too when the config carries input fields."""
+    return METADATA_SCHEMA if config.spec.input.metadata_fields else DOCUMENT_SCHEMA
+
+
+def document_rows(docs: list[Document], schema: pa.Schema = DOCUMENT_SCHEMA) -> pa.Table:
+    columns = {
         "id": [d.id for d in docs],
         "url": [d.url for d in docs],
         "warc_date": [d.warc_date for d in docs],
@@ -186,17 +195,31 @@ def document_rows(docs: list[Document]) -> pa.Table:
         "language": [d.language for d in docs],
         "language_score": [d.language_score for d in docs],
         "text": [d.text for d in docs],
-    }, schema=DOCUMENT_SCHEMA)
+    }
+    if "metadata" in schema.names:
+        columns["metadata"] = [json.dumps(d.metadata, sort_keys=True, default=str) if d.metadata else None for d in docs]
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
-def source_stage_class(config: PipelineConfig) -> type[SourceStage]:
-    from refinery.stages.warc_reader import WarcReader
+def source_stage_class(config: PipelineConfig, path: str) -> type[SourceStage]:
+    """The reader for ``path``: by ``input.format``, or by the file's name (refinery.io.source_kind)."""
+    from refinery.io import source_kind
 
-    return WarcReader
+    kind = source_kind(path, config.spec.input.format)
+    if kind == "wet":
+        from refinery.stages.wet_reader import WetReader as reader
+    elif kind == "jsonl":
+        from refinery.stages.jsonl_reader import JsonlReader as reader
+    elif kind == "parquet":
+        from refinery.stages.parquet_reader import ParquetReader as reader
+    else:
+        from refinery.stages.warc_reader import WarcReader as reader
+    return reader
 
 
-def build_chain(config: PipelineConfig) -> tuple[SourceStage, list[Stage]]:
-    reader = source_stage_class(config)(config.spec.input, source=config.spec.source, limit=config.spec.run.limit)
+def build_chain(config: PipelineConfig, path: str) -> tuple[SourceStage, list[Stage]]:
+    reader = source_stage_class(config, path)(config.spec.input, source=config.spec.source,
+                                              limit=config.spec.run.limit)
     return reader, [spec.build() for spec in config.stages]
 
 
@@ -228,7 +251,7 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str,
     when given, is told ``records=``, ``documents=`` (and ``bytes=``, ``bytes_total=`` of a
     local input) every REPORT_EVERY_S while the shard runs."""
     out = Path(out_dir)
-    reader, stages = build_chain(config)
+    reader, stages = build_chain(config, shard.path)
     funnel = [StageStats(reader.name)] + [StageStats(stage.name) for stage in stages]
     paths = shard_paths(out, shard, bool(config.dedup))
     sampler = DropSampler(config.spec.run.dropped_samples)
@@ -237,16 +260,16 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str,
     for stage in stages:
         stage.setup()
     try:
-        stream: Iterable[Document] = _count_source(reader, shard.path, funnel[0], sampler,
-                                                   ticker or (lambda: None))
+        stream: Iterable[Document] = _count_source(reader, shard, funnel[0], sampler, ticker or (lambda: None))
         for stage, stats in zip(stages, funnel[1:]):
             stream = _apply(stage, stream, stats, sampler)
         if ticker is not None:
             stream = ticker.count(stream)
         with atomic_path(paths["documents"]) as tmp:
-            with pq.ParquetWriter(tmp, DOCUMENT_SCHEMA, compression="zstd") as writer:
+            schema = document_schema(config)
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
                 for rows in batched(stream, config.spec.run.row_group_size):
-                    writer.write_table(document_rows(rows))
+                    writer.write_table(document_rows(rows, schema))
                     documents += len(rows)
                     size += text_size(rows)
     finally:

@@ -6,6 +6,8 @@ the band-key stage's LSH keys, band-major, the document implicit in its row (ref
 
 from __future__ import annotations
 
+import json
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,8 @@ def iter_documents(path: Path, batch_size: int):
     parquet = pq.ParquetFile(path)
     for batch in parquet.iter_batches(batch_size=batch_size):
         for row in batch.to_pylist():
-            yield Document(**row)
+            metadata = row.pop("metadata", None)
+            yield Document(**row, metadata=json.loads(metadata) if metadata else {})
 
 
 def iter_keyed_documents(path: Path, shard_id: str, batch_size: int):

@@ -29,6 +29,7 @@ from refinery.pipeline.substring import (
     uses_window_hashes,
 )
 from refinery.pipeline import windows
+from refinery.pipeline.split import split_inputs
 
 
 @dataclass
@@ -42,8 +43,9 @@ class Progress:
 
 def map_task(shard: InputShard, config: PipelineConfig, out: Path) -> Task:
     paths = shard_paths(out, shard, bool(config.dedup))
+    ranged = f":{shard.start}-{shard.end}" if shard.end is not None else ""  # a range's bytes, not only its number
     return Task(key=f"map-{shard.shard_id}", func=run_shard, args=(shard, config, str(out)),
-                fingerprint=config.fingerprint(), inputs=(shard.path,),
+                fingerprint=config.fingerprint() + ranged, inputs=(shard.path,),
                 outputs=(str(paths["documents"]), str(paths["stats"])), marker=str(paths["marker"]),
                 result_type=ShardResult, reports=True)
 
@@ -167,6 +169,7 @@ def execute(config: PipelineConfig, shards: list[InputShard], out_dir: str, sche
             return execute(config, shards, out_dir, progress=progress, engine=engine)
     out = Path(out_dir)
     progress = progress or Progress()
+    shards = split_inputs(shards, config, out, engine)  # big files as byte ranges, one task each
     tasks = [map_task(shard, config, out) for shard in shards]
     if config.dedup:
         tasks += [keys_task(shard, config, out, after=(f"map-{shard.shard_id}",)) for shard in shards]
