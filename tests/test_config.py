@@ -78,6 +78,12 @@ def test_fingerprint_tracks_what_changes_outputs():
     # where outputs go and how many workers compute them do not change them
     assert parse_config(minimal(output="elsewhere", run={"workers": 3})).fingerprint() == base.fingerprint()
     assert with_overrides(base, inputs=["a.warc.gz"], output="x", workers=2).fingerprint() == base.fingerprint()
+    # nor does how a big file is cut into tasks (a range's own bytes are in its map task's fingerprint);
+    # which field holds the text does
+    paths = (MINIMAL.get("input") or {}).get("paths", ["sample://english"])
+    split = minimal(input={"paths": paths, "split_bytes": 1 << 20, "split_remote": True})
+    assert parse_config(split).fingerprint() == base.fingerprint()
+    assert parse_config(minimal(input={"paths": paths, "text_field": "body"})).fingerprint() != base.fingerprint()
 
 
 def test_with_overrides_applies_and_validates():
