@@ -214,8 +214,17 @@ class PipelineSpec(_Strict):
     output: str | None = None
     input: InputConfig = InputConfig()
     run: RunConfig = RunConfig()
-    stages: list[dict[str, Any]] = Field(min_length=1)
+    stages: list[dict[str, Any]]  # empty only for documents (wet, jsonl, parquet): a run that only reads
     dedup: list[dict[str, Any]] = []  # corpus-wide stages, run in this order after `stages`
+
+    @field_validator("stages")
+    @classmethod
+    def _a_chain_for_pages(cls, value: list, info: ValidationInfo) -> list:
+        fmt = getattr(info.data.get("input"), "format", "auto")
+        if not value and fmt not in ("wet", "jsonl", "parquet"):
+            raise ValueError("no stages: pages need at least `extract`; a run that only reads documents sets "
+                             "input.format to wet, jsonl or parquet")
+        return value
 
 
 @dataclass(frozen=True)

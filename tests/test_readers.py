@@ -211,7 +211,7 @@ def test_refinery_documents_read_back_through_parquet_reader_are_the_same(tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     raw = yaml.safe_load((REPO / "configs" / "recurate.yaml").read_text())
     raw.update(stages=[], dedup=[])
-    config = _config(tmp_path / "cfg", yaml.safe_dump(raw), paths=[str(first / "documents")])
+    config = _config(tmp_path / "cfg", yaml.safe_dump(raw), paths=[str(first / "documents")], format="parquet")
     second = tmp_path / "second"
     result = run_cli_subprocess("run", config, "--output", second, "--workers", "1")
     assert result.returncode == 0, result.stderr[-3000:]
