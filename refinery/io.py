@@ -27,15 +27,16 @@ class InputShard:
     shard_id: str  # stable, file-system-safe name for this shard's outputs
     start: int = 0  # a byte range of the file (refinery.pipeline.split): [start, end)
     end: int | None = None
+    kind: str = ""  # the reader the run chose (source_kind); "" lets the file's name decide
 
     @staticmethod
-    def for_path(path: str, named: str | None = None) -> InputShard:
+    def for_path(path: str, named: str | None = None, kind: str = "") -> InputShard:
         """The digest in ``shard_id`` covers ``named`` (see :func:`input_names`), else ``path``."""
         base = re.sub(r"[^A-Za-z0-9._-]", "_", path.rstrip("/").rsplit("/", 1)[-1])
         for suffix in (".gz", ".zst", ".warc", ".arc", ".wet", ".jsonl", ".parquet"):
             base = base.removesuffix(suffix)
         digest = hashlib.sha1((path if named is None else named).encode()).hexdigest()[:8]
-        return InputShard(path=path, shard_id=f"{base}-{digest}")
+        return InputShard(path=path, shard_id=f"{base}-{digest}", kind=kind)
 
 
 DOCUMENT_SUFFIXES = {"jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst"), "parquet": (".parquet",),
@@ -146,10 +147,12 @@ def expand_inputs(patterns: list[str], config: InputConfig | None = None) -> lis
         paths.extend(os.path.abspath(m) for m in matches)
     unique = sorted(set(paths))
     kinds = sorted({source_kind(p, _settings(config).format) for p in unique})
+    if kinds == ["warc", "wet"]:
+        kinds = ["warc"]  # a WET file among WARCs: the WARC reader counts its records as `conversion`
     if len(kinds) > 1:
         raise ConfigError("input.paths", f"inputs of different kinds ({', '.join(kinds)}): one run reads one kind")
     names = input_names(unique) | sample_names
-    return [InputShard.for_path(p, names[p]) for p in unique]
+    return [InputShard.for_path(p, names[p], kinds[0] if kinds else "") for p in unique]
 
 
 def _documents_in(folder: str) -> list[str]:

@@ -201,11 +201,12 @@ def document_rows(docs: list[Document], schema: pa.Schema = DOCUMENT_SCHEMA) -> 
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def source_stage_class(config: PipelineConfig, path: str) -> type[SourceStage]:
-    """The reader for ``path``: by ``input.format``, or by the file's name (refinery.io.source_kind)."""
+def source_stage_class(config: PipelineConfig, path: str, kind: str = "") -> type[SourceStage]:
+    """The reader of ``kind`` (what the run chose), else by ``input.format`` or the file's name
+    (refinery.io.source_kind)."""
     from refinery.io import source_kind
 
-    kind = source_kind(path, config.spec.input.format)
+    kind = kind or source_kind(path, config.spec.input.format)
     if kind == "wet":
         from refinery.stages.wet_reader import WetReader as reader
     elif kind == "jsonl":
@@ -217,9 +218,9 @@ def source_stage_class(config: PipelineConfig, path: str) -> type[SourceStage]:
     return reader
 
 
-def build_chain(config: PipelineConfig, path: str) -> tuple[SourceStage, list[Stage]]:
-    reader = source_stage_class(config, path)(config.spec.input, source=config.spec.source,
-                                              limit=config.spec.run.limit)
+def build_chain(config: PipelineConfig, shard: InputShard) -> tuple[SourceStage, list[Stage]]:
+    reader = source_stage_class(config, shard.path, shard.kind)(config.spec.input, source=config.spec.source,
+                                                                limit=config.spec.run.limit)
     return reader, [spec.build() for spec in config.stages]
 
 
@@ -251,7 +252,7 @@ def run_shard(shard: InputShard, config: PipelineConfig, out_dir: str,
     when given, is told ``records=``, ``documents=`` (and ``bytes=``, ``bytes_total=`` of a
     local input) every REPORT_EVERY_S while the shard runs."""
     out = Path(out_dir)
-    reader, stages = build_chain(config, shard.path)
+    reader, stages = build_chain(config, shard)
     funnel = [StageStats(reader.name)] + [StageStats(stage.name) for stage in stages]
     paths = shard_paths(out, shard, bool(config.dedup))
     sampler = DropSampler(config.spec.run.dropped_samples)

@@ -98,7 +98,7 @@ def ranges(shard: InputShard, result: SplitResult) -> list[InputShard]:
     bounds = result.bounds
     if len(bounds) <= 2:
         return [shard]
-    return [InputShard(path=shard.path, shard_id=f"{shard.shard_id}-part{k:04d}", start=start, end=end)
+    return [InputShard(path=shard.path, shard_id=f"{shard.shard_id}-part{k:04d}", start=start, end=end, kind=shard.kind)
             for k, (start, end) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
 
