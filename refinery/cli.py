@@ -228,7 +228,7 @@ def command_run(args: argparse.Namespace) -> int:
     preflight(config)  # what validation cannot see (a model that does not load), in a dry run too
     if args.dry_run:
         print(f"config {config.path} ({config.fingerprint()}) -> {out_dir}")
-        print("stages: " + " -> ".join([source_stage_class(config, shards[0].path, shards[0].kind).name, *(s.name for s in config.stages)]))
+        print("stages: " + " -> ".join([source_stage_class(config, shards[0]).name, *(s.name for s in config.stages)]))
         if config.dedup:
             print("dedup:  " + " -> ".join(s.name for s in config.dedup))
         for shard in shards:

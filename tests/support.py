@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import io
 import os
 import subprocess
 import sys
+import threading
 from collections import Counter
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -153,3 +157,52 @@ def read_documents(out_dir: Path):
     files = sorted((Path(out_dir) / "documents").glob("*.parquet"))
     assert files, f"no documents in {out_dir}"
     return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+# --- serving files over HTTP --------------------------------------------------------------
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder without logging; a client that stops reading early is not an error."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def handle(self) -> None:
+        with contextlib.suppress(ConnectionError):  # --limit stops reading a shard early
+            super().handle()
+
+
+class RangeHandler(QuietHandler):
+    """The same, with HTTP range requests (as object stores and data.commoncrawl.org serve)."""
+
+    def send_head(self):
+        spec = self.headers.get("Range", "")
+        path = Path(self.translate_path(self.path))
+        if not spec.startswith("bytes=") or not path.is_file():
+            return super().send_head()
+        size = path.stat().st_size
+        first, _, last = spec.removeprefix("bytes=").partition("-")
+        first, last = int(first or 0), min(int(last) if last else size - 1, size - 1)
+        with open(path, "rb") as file:
+            file.seek(first)
+            data = file.read(last - first + 1)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        return io.BytesIO(data)
+
+
+@contextlib.contextmanager
+def http_server(folder: Path, ranges: bool = False):
+    """``folder`` served on 127.0.0.1 (a free port) for the duration; yields the base URL."""
+    handler = functools.partial(RangeHandler if ranges else QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

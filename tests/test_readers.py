@@ -3,12 +3,9 @@ big .warc.gz files split into byte ranges, one map task each."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import http.server
 import io
 import json
-import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +14,7 @@ import pytest
 import yaml
 
 from refinery.document import Document, Drop
-from support import ENGLISH_CONFIG, REPO, run_cli_subprocess, shared_path
+from support import ENGLISH_CONFIG, REPO, http_server, run_cli_subprocess, shared_path
 
 
 def _split(items) -> tuple[list[Document], list[Drop]]:
@@ -229,44 +226,6 @@ def test_inputs_of_different_kinds_in_one_run_are_a_config_error(tmp_path):
 
 # --- --input-list and --select --------------------------------------------------------------------
 
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder, with HTTP range requests (as object stores and data.commoncrawl.org do)."""
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def send_head(self):
-        spec = self.headers.get("Range", "")
-        path = Path(self.translate_path(self.path))
-        if not spec.startswith("bytes=") or not path.is_file():
-            return super().send_head()
-        size = path.stat().st_size
-        first, _, last = spec.removeprefix("bytes=").partition("-")
-        first, last = int(first or 0), min(int(last) if last else size - 1, size - 1)
-        with open(path, "rb") as file:
-            file.seek(first)
-            data = file.read(last - first + 1)
-        self.send_response(206)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
-        self.send_header("Content-Length", str(last - first + 1))
-        self.end_headers()
-        return io.BytesIO(data)
-
-
-@contextlib.contextmanager
-def _serve(folder: Path):
-    handler = lambda *a, **k: _RangeHandler(*a, directory=str(folder), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_an_input_list_over_http_gives_the_local_documents_and_select_takes_a_share(tmp_path):
     web = shared_path("web")
     names = sorted(p.name for p in web.glob("*.warc.gz"))
@@ -276,7 +235,7 @@ def test_an_input_list_over_http_gives_the_local_documents_and_select_takes_a_sh
     local = tmp_path / "local"
     chosen = [web / n for n in names[::2]]  # --select 1/2: the first, third, ... entries
     assert run_cli_subprocess("run", "configs/english.yaml", "--input", *chosen, "--output", local, *common).returncode == 0
-    with _serve(web) as base:
+    with http_server(web, ranges=True) as base:
         remote = tmp_path / "remote"
         result = run_cli_subprocess("run", "configs/english.yaml", "--input-list", listing, "--base-url", base + "/",
                                     "--select", "1/2", "--output", remote, *common)
@@ -384,7 +343,7 @@ def test_a_remote_file_is_indexed_and_read_by_ranges_over_http(tmp_path):
     small.write_bytes(b"".join(p.read_bytes() for p in shards))
     loaded = load_config(str(_config(tmp_path / "cfg", split_bytes=small.stat().st_size // 3 + 1)))
     local = index_file(InputShard(str(small), "two"), loaded)
-    with _serve(tmp_path) as base:
+    with http_server(tmp_path, ranges=True) as base:
         remote = index_file(InputShard(f"{base}/two.warc.gz", "two"), loaded)
         reader = WarcReader(InputConfig())
         ids = [d.id for s, e in zip(remote.bounds[:-1], remote.bounds[1:])

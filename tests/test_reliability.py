@@ -4,22 +4,19 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from support import REPO, run_cli_subprocess, shared_path
+from support import REPO, http_server, run_cli_subprocess, shared_path
 
 pytestmark = pytest.mark.slow
 
@@ -130,28 +127,6 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-    def handle(self) -> None:
-        with contextlib.suppress(ConnectionError):  # --limit stops reading a shard early
-            super().handle()
-
-
-@contextlib.contextmanager
-def http_server(folder: Path):
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_inputs_served_over_http_give_the_local_output(tmp_path):

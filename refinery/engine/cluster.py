@@ -132,7 +132,8 @@ class Engine:
         # p2p shuffles buffer up to 1 GiB to send and 100 MiB to write, per worker; smaller
         # buffers keep a worker's memory flat as the corpus grows (a LocalCluster's workers and
         # this process; an existing scheduler's workers keep their own settings)
-        self._config = dask.config.set({"distributed.p2p.comm.buffer": P2P_SEND_BUFFER,
+        self._config = dask.config.set({"dataframe.shuffle.method": self.shuffle,
+                                        "distributed.p2p.comm.buffer": P2P_SEND_BUFFER,
                                         "distributed.p2p.storage.buffer": P2P_WRITE_BUFFER})
         if self.scheduler:
             self.client = _connect(self.scheduler)
@@ -150,13 +151,9 @@ class Engine:
                 silence_logs=logging.CRITICAL,  # a failed task is reported once, by the driver
             )
             self.client = Client(self._cluster)
-        self._shuffle_config = dask.config.set({"dataframe.shuffle.method": self.shuffle})
         return self
 
     def __exit__(self, *exc) -> None:
-        if getattr(self, "_shuffle_config", None) is not None:
-            self._shuffle_config.__exit__(None, None, None)
-            self._shuffle_config = None
         self._config.__exit__(None, None, None)
         if self.client is not None:
             self.client.close()

@@ -157,6 +157,10 @@ class FullKeys:
     folder: str
 
 
+def _buckets_meta() -> pd.DataFrame:
+    return pd.DataFrame({"doc": pd.Series(dtype="int64"), "bucket": pd.Series(dtype="uint64")})
+
+
 def _confirmed_buckets(index: int, full: FullKeys, key_bytes: int) -> pd.DataFrame:
     """Shard ``index``'s candidates with their full band keys, as one 64-bit bucket per (band, key)."""
     from refinery.minhash import _np_fmix64
@@ -164,7 +168,7 @@ def _confirmed_buckets(index: int, full: FullKeys, key_bytes: int) -> pd.DataFra
     listed = Path(full.folder) / f"shard={index}"
     files = sorted(listed.glob("*.parquet")) if listed.is_dir() else []
     if not files:
-        return pd.DataFrame({"doc": pd.Series(dtype="int64"), "bucket": pd.Series(dtype="uint64")})
+        return _buckets_meta()
     rows = pd.concat([pd.read_parquet(f, columns=["doc", "band", "key"]) for f in files], ignore_index=True)
     numbers = rows["doc"].to_numpy()
     unique, slot = np.unique(numbers & np.int64(0xFFFFFFFF), return_inverse=True)
@@ -211,8 +215,7 @@ def band_edges(band_files: list[str], documents: int, bands: int, max_task_bytes
                                  meta=_candidates_meta(), enforce_metadata=False)
         candidates.to_parquet(full_keys.folder, partition_on=["shard"], write_index=False)
         confirmed = dd.from_map(_confirmed_buckets, range(len(band_files)), full=full_keys, key_bytes=key_bytes,
-                                meta=pd.DataFrame({"doc": pd.Series(dtype="int64"), "bucket": pd.Series(dtype="uint64")}),
-                                enforce_metadata=False)
+                                meta=_buckets_meta(), enforce_metadata=False)
         edges = confirmed.shuffle(on="bucket", npartitions=nparts).map_partitions(_partition_bucket_edges, meta=meta)
     return edges.shuffle(on="id", npartitions=nparts).map_partitions(_drop_duplicate_rows, meta=meta)
 

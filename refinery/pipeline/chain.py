@@ -201,12 +201,12 @@ def document_rows(docs: list[Document], schema: pa.Schema = DOCUMENT_SCHEMA) -> 
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def source_stage_class(config: PipelineConfig, path: str, kind: str = "") -> type[SourceStage]:
-    """The reader of ``kind`` (what the run chose), else by ``input.format`` or the file's name
-    (refinery.io.source_kind)."""
+def source_stage_class(config: PipelineConfig, shard: InputShard) -> type[SourceStage]:
+    """The reader of the shard's kind (what the run chose), else by ``input.format`` or the
+    file's name (refinery.io.source_kind)."""
     from refinery.io import source_kind
 
-    kind = kind or source_kind(path, config.spec.input.format)
+    kind = shard.kind or source_kind(shard.path, config.spec.input.format)
     if kind == "wet":
         from refinery.stages.wet_reader import WetReader as reader
     elif kind == "jsonl":
@@ -219,8 +219,8 @@ def source_stage_class(config: PipelineConfig, path: str, kind: str = "") -> typ
 
 
 def build_chain(config: PipelineConfig, shard: InputShard) -> tuple[SourceStage, list[Stage]]:
-    reader = source_stage_class(config, shard.path, shard.kind)(config.spec.input, source=config.spec.source,
-                                                                limit=config.spec.run.limit)
+    reader = source_stage_class(config, shard)(config.spec.input, source=config.spec.source,
+                                               limit=config.spec.run.limit)
     return reader, [spec.build() for spec in config.stages]
 
 

@@ -81,7 +81,7 @@ def substring_summary(stage, groups: list[SubstringResult], applied: list[ApplyR
 
 def _remove_stale_outputs(out: Path, shards: list[InputShard], config: PipelineConfig) -> None:
     """Drops outputs of shards and stages that are not part of this run, so the folders match stats.json."""
-    stage_names = [*(source_stage_class(config, s.path, s.kind).name for s in shards[:1]), *(s.name for s in config.stages), *(s.name for s in config.dedup)]
+    stage_names = [*(source_stage_class(config, s).name for s in shards[:1]), *(s.name for s in config.stages), *(s.name for s in config.dedup)]
     expected = {p.name for shard in shards for p in shard_paths(out, shard).values()}
     folders = [out / "documents", out / "stats" / "shards", out / "_markers" / "map"]
     if config.dedup:

@@ -13,7 +13,7 @@ Remote files are indexed and read the same way, fsspec turning the seeks into ra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from refinery.config import PipelineConfig
@@ -42,7 +42,7 @@ def file_size(path: str, config) -> int:
 def record_offsets(path: str, config) -> list[int]:
     """Where each record of a gzipped WARC or WET file starts (its gzip member's offset), up to
     the first damaged member: the rest of the file is then one range, which the reader reads as
-    it would read the whole file from there (a cut member counted as one ``truncated``)."""
+    it would read the whole file from there (the damage counted once, as the whole file counts it)."""
     from fastwarc.warc import ArchiveIterator
 
     offsets = []
@@ -65,7 +65,7 @@ def split_bounds(offsets: list[int], size: int, split_bytes: int) -> list[int]:
             break
         if offsets[index] > starts[-1]:
             starts.append(offsets[index])
-    return [*dict.fromkeys(starts), size]
+    return [*starts, size]
 
 
 def index_file(shard: InputShard, config: PipelineConfig) -> SplitResult:
@@ -98,7 +98,7 @@ def ranges(shard: InputShard, result: SplitResult) -> list[InputShard]:
     bounds = result.bounds
     if len(bounds) <= 2:
         return [shard]
-    return [InputShard(path=shard.path, shard_id=f"{shard.shard_id}-part{k:04d}", start=start, end=end, kind=shard.kind)
+    return [replace(shard, shard_id=f"{shard.shard_id}-part{k:04d}", start=start, end=end)
             for k, (start, end) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
 

@@ -157,9 +157,9 @@ def write_windows(shard: InputShard, config: PipelineConfig, out_dir: str, range
     documents = windows = 0
     with atomic_path(window_file(out, shard)) as tmp:
         writer = WindowWriter(tmp, ranges)
-        for _, text in _kept_texts(out, shard):
+        for _, doc in _kept_documents(out, shard):
             documents += 1
-            hashes = window_hashes(text, cfg.min_tokens)
+            hashes = window_hashes(doc.text, cfg.min_tokens)
             if len(hashes):
                 writer.add(hashes)
                 windows += len(hashes)
@@ -167,13 +167,13 @@ def write_windows(shard: InputShard, config: PipelineConfig, out_dir: str, range
     return WindowsResult(shard.shard_id, documents, windows, round(time.perf_counter() - started, 3))
 
 
-def _kept_texts(out: Path, shard: InputShard):
-    """(document, text) of each document of the shard that the earlier dedup stages kept."""
+def _kept_documents(out: Path, shard: InputShard):
+    """(internal key, document) of each document of the shard that the earlier dedup stages kept."""
     dropped = shard_drops(out, shard.shard_id)
     path = shard_paths(out, shard, deduplicated=True)["documents"]
     for key, doc in iter_keyed_documents(path, shard.shard_id, 1024):
         if key not in dropped:
-            yield (key, doc), doc.text
+            yield key, doc
 
 
 def find_repeated_windows(group: int, index: int, shards: list[InputShard], config: PipelineConfig,
@@ -223,9 +223,7 @@ def _cut_positions(hashes: np.ndarray, repeated: np.ndarray, earlier: np.ndarray
         return hit.astype(np.int64)
     cut = []
     for position, s in zip(hit.tolist(), slot[hit].tolist()):
-        if earlier[s]:
-            cut.append(position)
-        elif s in seen:
+        if earlier[s] or s in seen:
             cut.append(position)
         else:
             seen.add(s)
@@ -253,7 +251,8 @@ def cut_shard(group: int, position: int, shard: InputShard, ranges: int, config:
     totals = {"documents": 0, "text_bytes": 0, "cut_tokens": 0, "cut_bytes": 0, "documents_touched": 0}
     cuts: dict[str, list[tuple[int, int]]] = {}
     spans = []
-    for (key, doc), text in _kept_texts(out, shard):
+    for key, doc in _kept_documents(out, shard):
+        text = doc.text
         totals["documents"] += 1
         totals["text_bytes"] += len(text.encode("utf-8", "surrogatepass"))
         positions = _cut_positions(window_hashes(text, cfg.min_tokens), repeated, earlier, seen, cfg.keep_first)
