@@ -90,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--scheduler", metavar="ADDRESS", help="a dask.distributed scheduler, or 'sync'")
     ablate.add_argument("--force", action="store_true", help="ignore results of earlier runs in OUTPUT")
 
+    classifier = commands.add_parser("classifier", help="train a fastText quality classifier (DCLM's recipe)")
+    classifier_commands = classifier.add_subparsers(dest="classifier_command", metavar="ACTION", required=True)
+    ctrain = classifier_commands.add_parser(
+        "train", help="train on reference sources against a sample of a pipeline run's documents",
+        description="Runs the config's pipeline sources, samples both sides with a seed, trains fastText with word "
+                    "bigrams and writes OUTPUT/model.bin, metrics.json (held-out AUC, precision, recall), "
+                    "features.json and MODEL_CARD.md; see configs/classifier.yaml and docs/QUALITY.md.")
+    ctrain.add_argument("config", help="classifier YAML, e.g. configs/classifier.yaml")
+    ctrain.add_argument("--output", metavar="DIR", help="default: the config's `output`, else runs/NAME")
+    ctrain.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes of the local cluster")
+    ctrain.add_argument("--scheduler", metavar="ADDRESS", help="a dask.distributed scheduler, or 'sync'")
+    ctrain.add_argument("--force", action="store_true", help="ignore results of earlier runs in OUTPUT")
+
     tok = commands.add_parser("tokenizer", help="train a Falcon-style byte-level BPE tokenizer")
     tok_commands = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
     train = tok_commands.add_parser(
@@ -147,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     from refinery.config import ConfigError
 
     commands = {"run": command_run, "tokenizer": command_tokenizer_train, "train": command_train,
-                "ablate": command_ablate, "report": command_report, "inspect": command_inspect}
+                "ablate": command_ablate, "report": command_report, "inspect": command_inspect,
+                "classifier": command_classifier_train}
     try:
         return commands[args.command](args)
     except ConfigError as err:  # or a UsageError: `refinery: error: ...`, not a config problem
@@ -248,6 +262,12 @@ def command_run(args: argparse.Namespace) -> int:
             f"{s['removed']:,} {name}" + (f" (and cut text from {s['documents_touched']:,})" if "documents_touched" in s else "")
             for name, s in stats["dedup"]["per_stage"].items())
         print(f"  dedup removed {removed}; clusters: {os.path.join(out_dir, 'dedup', 'clusters.parquet')}")
+        selection = stats["dedup"].get("selection")
+        if selection:
+            cutoff = selection["cutoff"]
+            print(f"  {selection['stage']} kept {selection['documents_kept']:,} of {selection['documents_in']:,} documents: "
+                  f"{selection['kept_share']:.2%} of the {selection['by']} (target {selection['keep_percent']:g}%) by "
+                  f"{' + '.join(selection['scores'])}" + (f", cut-off {cutoff['value']:.6g}" if cutoff else ""))
     print(f"  documents: {os.path.join(out_dir, 'documents')}/*.parquet")
     print(f"  stats:     {os.path.join(out_dir, 'stats.json')}")
     print(f"  report:    {report}")
@@ -365,6 +385,29 @@ def command_train(args: argparse.Namespace) -> int:
     for name, result in summary["eval"].items():
         print(f"  {name}: {result['bits_per_byte']:.4f} bits/byte (+- {result['bpb_stderr']:.4f})")
     print(f"  model: {summary['model_dir']}")
+    return 0
+
+
+def command_classifier_train(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    from refinery.config import read_yaml
+    from refinery.engine.output import claim_output
+    from refinery.logs import command_logs
+    from refinery.quality.train import check_classifier, parse_classifier, train_classifier
+
+    spec = parse_classifier(read_yaml(args.config), args.config)
+    checked = check_classifier(spec)  # sources found, pipelines preflighted, no empty positive: before any work
+    out_dir = args.output or spec.output or os.path.join("runs", spec.name)
+    args.output_dir = out_dir
+    with claim_output(out_dir, force=args.force), command_logs(out_dir, {"config": args.config}) as logs:
+        args.logs = logs.driver_log
+        metrics = train_classifier(spec, out_dir, checked, scheduler=args.scheduler, workers=args.workers,
+                                   log=logs.say)
+    held = metrics["heldout"]
+    print(f"done: held-out AUC {held['auc']:.4f} over {held['documents']:,} documents; at {held['threshold']}: "
+          f"precision {held['precision']:.4f}, recall {held['recall']:.4f}")
+    print(f"  model: {metrics['model']}")
+    print(f"  card:  {os.path.join(out_dir, 'MODEL_CARD.md')}")
     return 0
 
 

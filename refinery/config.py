@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from refinery.paths import DerivedPathName
-from refinery.stage import SpanCutStage, StageConfig
+from refinery.stage import SelectStage, SpanCutStage, StageConfig
 
 MESSAGE_VALUE_CHARS = 200  # an error message shows at most this much of a value
 YAML_NODE_BUDGET = 100_000  # nodes of a config, aliases expanded; refinery's own configs have a few hundred
@@ -47,7 +47,7 @@ class UsageError(ConfigError):
 # --- relative paths: from the config file's folder -----------------------------------------------
 # A key pattern is dotted; ``name[]`` maps over a list, and a name may be an fnmatch pattern
 # (``stages[].*.*_path``: every stage parameter whose name ends in _path).
-PIPELINE_PATH_KEYS = ("input.paths[]", "output", "stages[].*.*_path", "dedup[].*.*_path")
+PIPELINE_PATH_KEYS = ("input.paths[]", "output", "stages[].*.*_path", "stages[].*.models[].path", "dedup[].*.*_path")
 TRAIN_PATH_KEYS = ("data", "tokenizer", "eval[].data", "output")
 RESERVED_PATH_VALUES = ("train",)  # `tokenize.tokenizer: train` is not a path
 
@@ -329,10 +329,27 @@ def parse_config(raw: Any, path: str = "", registry: Registry | None = None) -> 
         raise _first_error(err) from None
     stage_specs = _parse_stage_list(spec.stages, "stages", registry.chain)
     dedup_specs = _parse_stage_list(spec.dedup, "dedup", registry.dedup)
-    for index, stage in enumerate(dedup_specs[:-1]):
-        if issubclass(stage.stage_class, SpanCutStage):  # it cuts what the others decided to keep
-            raise ConfigError(f"dedup[{index}]", f"{stage.name} must be the last dedup stage")
+    _check_corpus_order(dedup_specs, stage_specs)
     return PipelineConfig(spec=spec, stages=tuple(stage_specs), path=path, dedup=tuple(dedup_specs))
+
+
+def _check_corpus_order(dedup_specs: list[StageSpec], stage_specs: list[StageSpec]) -> None:
+    """The span cut comes after the clustering stages (it cuts what they kept), a selection last
+    (it ranks what is left), and a selection's score columns come from the chain."""
+    rank = [2 if issubclass(s.stage_class, SelectStage) else 1 if issubclass(s.stage_class, SpanCutStage) else 0
+            for s in dedup_specs]
+    for index, spec in enumerate(dedup_specs):
+        if rank[index] and any(later < rank[index] or (later == rank[index]) for later in rank[index + 1:]):
+            what = "a selection must be the last dedup stage" if rank[index] == 2 else \
+                f"{spec.name} must come after the clustering stages and before a selection"
+            raise ConfigError(f"dedup[{index}]", what)
+        if rank[index] == 2:
+            made = {c for s in stage_specs for c in s.stage_class.score_columns(s.config)}
+            missing = [c for c in spec.build().score_columns() if c not in made]
+            if missing:
+                raise ConfigError(f"dedup[{index}].{spec.name}.scores",
+                                  f"no stage scores {', '.join(missing)} (a quality_classifier model named "
+                                  f"{missing[0].removeprefix('quality_')!r}); scored: {', '.join(sorted(made)) or 'none'}")
 
 
 def _parse_stage_list(entries: list, section: str, registry: dict) -> list[StageSpec]:

@@ -18,6 +18,7 @@ class Document:
     language: str = ""
     language_score: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)  # quality_<name> columns (quality_classifier)
 
 
 def document_key(doc_id: str, shard_id: str, row: int) -> str:

@@ -164,6 +164,14 @@ def _dedup_parts(dedup: dict) -> list[str]:
     ax.bar(names, [per_stage[n].get("removed", 0) for n in names], color="#3b78b0")
     ax.set_ylabel("documents removed")
     parts.append("<h3>Removed by dedup kind</h3>" + _svg(fig))
+    selection = dedup.get("selection")
+    if selection:
+        cutoff = selection["cutoff"]
+        what = "mean corpus-wide percentile" if cutoff and cutoff["percentiles"] else " + ".join(selection["scores"])
+        parts.append(f"<p class='note'>{selection['stage']} kept the top {selection['keep_percent']:g}% of the "
+                     f"{selection['by']} by {what}: {selection['documents_kept']:,} of {selection['documents_in']:,} "
+                     f"documents, {selection['kept_share']:.2%} of the {selection['by']}"
+                     + (f", cut-off {cutoff['value']:.6g} (one for the whole corpus)" if cutoff else "") + ".</p>")
     touched = per_stage.get("substring_dedup", {})
     if touched:
         parts.append(f"<p class='note'>substring_dedup cut {touched.get('bytes_cut', 0):,} bytes from "

@@ -40,6 +40,11 @@ class Stage(_Preflight):
     def __init__(self, config: StageConfig | None = None):
         self.config = config if config is not None else self.Config()
 
+    @classmethod
+    def score_columns(cls, config: StageConfig) -> tuple[str, ...]:
+        """Float columns this stage adds to the documents (from ``Document.scores``)."""
+        return ()
+
     def setup(self) -> None:
         """Load models or lists; called once per task, before the first document."""
 
@@ -105,7 +110,8 @@ class DedupStage(_Preflight):
     - :class:`ExactKeyStage`: documents with equal keys are one cluster;
     - :class:`BandKeyStage`: documents sharing an LSH band key are candidates, and connected
       components are clusters;
-    - :class:`SpanCutStage`: repeated spans are cut from the documents the others kept.
+    - :class:`SpanCutStage`: repeated spans are cut from the documents the others kept;
+    - :class:`SelectStage`: the top share of what is left, by score, with a corpus-wide cut-off.
 
     Per shard, the stage computes keys from each document (no Dask here); the engine resolves them
     across all shards and the losers are dropped with ``reason``.
@@ -144,3 +150,16 @@ class BandKeyStage(DedupStage):
 class SpanCutStage(DedupStage):
     """Finds spans repeated across documents, per group of shards, and cuts them after the other
     dedup stages; a document left too short is dropped with ``reason``. It must come last."""
+
+
+class SelectStage(DedupStage):
+    """Keeps the top ``keep_percent`` of the documents (or of their weight: words, tokens) that
+    the other corpus-wide stages kept, ranked by ``score_columns``; the cut-off is found for the
+    whole corpus from per-shard histograms (refinery.quality.select). It must come last."""
+
+    def score_columns(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def weights(self, docs: list[Document]) -> list[int]:
+        """Each document's share of the total: 1 for documents, else its size."""
+        return [1] * len(docs)

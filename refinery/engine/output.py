@@ -27,7 +27,7 @@ LOCK = ".refinery.lock"
 TEMPORARY = re.compile(r"\.refinery-tmp-\d+$")  # what refinery.io.atomic_path and TokenShardWriter write first
 OWN_FOLDERS = ("documents", "filtered", "stats", "dedup", "dropped", "_markers", "tokens", "sources", "heldout",
                "tokenizer", "variants", "eval", "logs", "model", "checkpoint", "_progress")
-OWN_FILE = re.compile(r"(\.parquet|\.json|\.jsonl|\.done|\.bin|\.bands|\.win|\.npy|\.idx|\.ds|\.ds\.index|\.ds\.metadata|\.tokens|\.pt|\.log)$")
+OWN_FILE = re.compile(r"(\.parquet|\.json|\.jsonl|\.done|\.bin|\.bands|\.win|\.npy|\.idx|\.ds|\.ds\.index|\.ds\.metadata|\.tokens|\.pt|\.log|\.fasttext|\.fasttext\.part)$")
 
 
 class OutputInUse(ConfigError):

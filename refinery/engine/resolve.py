@@ -23,7 +23,7 @@ import pandas as pd
 from refinery.config import PipelineConfig
 from refinery.engine.lsh import FullKeys, band_edges, connected_components
 from refinery.engine.output import remove_own
-from refinery.stage import ExactKeyStage, SpanCutStage
+from refinery.stage import BandKeyStage, ExactKeyStage
 
 TOP_DOMAINS = 20
 
@@ -236,8 +236,8 @@ def resolve(config: PipelineConfig, out_dir: str, keys_files: list[str], bands_f
     dedup_dir = out / "dedup"
     started = time.perf_counter()
     summary = {"stages": [spec.name for spec in config.dedup]}
-    # the span-cut stage cuts text; it runs after this, per shard group (find_cuts)
-    stages = [s for s in (spec.build() for spec in config.dedup) if not isinstance(s, SpanCutStage)]
+    # the span-cut stage cuts text after this, per shard group (find_cuts); a selection ranks what is left
+    stages = [s for s in (spec.build() for spec in config.dedup) if isinstance(s, (ExactKeyStage, BandKeyStage))]
     work = dedup_dir / "_work"
     remove_own(work)
     for name in ("clusters.parquet", "drops", "domains.parquet"):

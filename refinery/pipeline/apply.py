@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow.parquet as pq
 
@@ -22,8 +23,9 @@ from refinery.pipeline.chain import (
     text_size,
 )
 from refinery.pipeline.keys import dedup_paths, iter_keyed_documents
+from refinery.pipeline.select import rank_keys, read_cutoff
 from refinery.pipeline.substring import shard_drops
-from refinery.stage import SpanCutStage, batched
+from refinery.stage import SelectStage, SpanCutStage, batched
 from refinery.stats import StageStats
 
 
@@ -56,43 +58,60 @@ def _cut(stage, doc: Document, ranges: list[tuple[int, int]], stats: StageStats)
     return len(doc.text.split()) >= stage.config.min_words_after_cut
 
 
+def surviving_documents(shard: InputShard, config: PipelineConfig, out: Path, stages: list,
+                        funnel: dict[str, StageStats], sampler: DropSampler) -> Iterator[list[tuple[str, Document]]]:
+    """Batches of (internal key, document) of the shard's chain output that the clustering and
+    span-cut stages keep, cuts applied; drops are counted in ``funnel`` and offered to ``sampler``.
+    A selection stage is left to the caller: it needs the corpus-wide cut-off."""
+    drops = shard_drops(out, shard.shard_id)
+    cuts = _shard_cuts(out, shard.shard_id) if any(isinstance(s, SpanCutStage) for s in stages) else {}
+    deciding = [s for s in stages if not isinstance(s, SelectStage)]
+    source = shard_paths(out, shard, deduplicated=True)["documents"]
+    keyed = iter_keyed_documents(source, shard.shard_id, config.spec.run.row_group_size)
+    for docs in batched(keyed, config.spec.run.row_group_size):
+        kept = []
+        for key, doc in docs:
+            stage_name, kept_id = drops.get(key, (None, None))
+            for stage in deciding:  # the stages before the one that drops it saw it pass
+                name = stage.name
+                funnel[name].docs_in += 1
+                if isinstance(stage, SpanCutStage) and key in cuts:
+                    if not _cut(stage, doc, cuts[key], funnel[name]):
+                        funnel[name].dropped[stage.reason] += 1
+                        sampler.offer(name, Drop(doc, stage.reason))
+                        break
+                if name == stage_name:
+                    funnel[name].dropped[stage.reason] += 1
+                    sampler.offer(name, Drop(doc, stage.reason, kept_id))
+                    break
+                funnel[name].count_out(doc.language, doc.text)
+            else:
+                kept.append((key, doc))
+        if kept:
+            yield kept
+
+
 def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str) -> ApplyResult:
-    """Phase 3 for one shard: documents/<shard>.parquet without the dedup losers."""
+    """Phase 3 for one shard: documents/<shard>.parquet without the dedup losers, and with a
+    selection stage, without what ranks below its cut-off."""
     out = Path(out_dir)
     paths = dedup_paths(out, shard)
     stages = [spec.build() for spec in config.dedup]
     funnel = {s.name: StageStats(s.name) for s in stages}
     order = [s.name for s in stages]
-    drops = shard_drops(out, shard.shard_id)
-    cuts = _shard_cuts(out, shard.shard_id) if any(isinstance(s, SpanCutStage) for s in stages) else {}
+    selector = next((s for s in stages if isinstance(s, SelectStage)), None)
+    cutoff = read_cutoff(out) if selector is not None else None
     sampler = DropSampler(config.spec.run.dropped_samples)
     started = time.perf_counter()
     documents, size = 0, TextSize()
-    source = shard_paths(out, shard, deduplicated=True)["documents"]
 
     with atomic_path(paths["documents"]) as tmp:
         schema = document_schema(config)
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            keyed = iter_keyed_documents(source, shard.shard_id, config.spec.run.row_group_size)
-            for docs in batched(keyed, config.spec.run.row_group_size):
-                kept = []
-                for key, doc in docs:
-                    stage_name, kept_id = drops.get(key, (None, None))
-                    for stage in stages:  # the stages before the one that drops it saw it pass
-                        name = stage.name
-                        funnel[name].docs_in += 1
-                        if isinstance(stage, SpanCutStage) and key in cuts:
-                            if not _cut(stage, doc, cuts[key], funnel[name]):
-                                funnel[name].dropped[stage.reason] += 1
-                                sampler.offer(name, Drop(doc, stage.reason))
-                                break
-                        if name == stage_name:
-                            funnel[name].dropped[stage.reason] += 1
-                            sampler.offer(name, Drop(doc, stage.reason, kept_id))
-                            break
-                        funnel[name].count_out(doc.language, doc.text)
-                    else:
-                        kept.append(doc)
+            for batch in surviving_documents(shard, config, out, stages, funnel, sampler):
+                kept = [doc for _, doc in batch]
+                if selector is not None:
+                    kept = _select(selector, batch, cutoff, funnel[selector.name], sampler)
                 if kept:
                     writer.write_table(document_rows(kept, schema))
                     documents += len(kept)
@@ -105,3 +124,21 @@ def apply_drops(shard: InputShard, config: PipelineConfig, out_dir: str) -> Appl
                          seconds=round(time.perf_counter() - started, 3))
     write_json_atomic(paths["stats"], result.to_dict())
     return result
+
+
+def _select(selector, batch: list[tuple[str, Document]], cutoff, stats: StageStats, sampler: DropSampler) -> list[Document]:
+    kept = []
+    stats.docs_in += len(batch)
+    if cutoff is None:  # nothing reached the selection
+        for _, doc in batch:
+            stats.count_out(doc.language, doc.text)
+        return [doc for _, doc in batch]
+    hi, lo, _ = rank_keys(selector, batch, cutoff.percentiles)
+    for (_, doc), keep in zip(batch, cutoff.keeps(hi, lo)):
+        if keep:
+            stats.count_out(doc.language, doc.text)
+            kept.append(doc)
+        else:
+            stats.dropped[selector.reason] += 1
+            sampler.offer(selector.name, Drop(doc, selector.reason))
+    return kept

@@ -182,8 +182,13 @@ METADATA_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("metadata", pa.string()))  # i
 
 
 def document_schema(config: PipelineConfig) -> pa.Schema:
-    """The documents' columns: a ``metadata`` column too when the config carries input fields."""
-    return METADATA_SCHEMA if config.spec.input.metadata_fields else DOCUMENT_SCHEMA
+    """The documents' columns: a ``metadata`` column too when the config carries input fields, and
+    the stages' score columns (``quality_<name>``)."""
+    schema = METADATA_SCHEMA if config.spec.input.metadata_fields else DOCUMENT_SCHEMA
+    for spec in config.stages:
+        for column in spec.stage_class.score_columns(spec.config):
+            schema = schema.append(pa.field(column, pa.float64()))
+    return schema
 
 
 def document_rows(docs: list[Document], schema: pa.Schema = DOCUMENT_SCHEMA) -> pa.Table:
@@ -198,6 +203,8 @@ def document_rows(docs: list[Document], schema: pa.Schema = DOCUMENT_SCHEMA) -> 
     }
     if "metadata" in schema.names:
         columns["metadata"] = [json.dumps(d.metadata, sort_keys=True, default=str) if d.metadata else None for d in docs]
+    for column in (name for name in schema.names if name not in columns):
+        columns[column] = [d.scores.get(column) for d in docs]
     return pa.Table.from_pydict(columns, schema=schema)
 
 

@@ -48,9 +48,11 @@ def iter_documents(path: Path, batch_size: int):
     """Documents from one of our Parquet files, one row group at a time."""
     parquet = pq.ParquetFile(path)
     for batch in parquet.iter_batches(batch_size=batch_size):
+        scores = [name for name in batch.schema.names if name.startswith("quality_")]
         for row in batch.to_pylist():
             metadata = row.pop("metadata", None)
-            yield Document(**row, metadata=json.loads(metadata) if metadata else {})
+            score = {name: row.pop(name) for name in scores}
+            yield Document(**row, metadata=json.loads(metadata) if metadata else {}, scores=score)
 
 
 def iter_keyed_documents(path: Path, shard_id: str, batch_size: int):

@@ -30,6 +30,7 @@ from refinery.pipeline.substring import (
 )
 from refinery.pipeline import windows
 from refinery.pipeline.split import split_inputs
+from refinery.pipeline.select import RankResult, cutoff_file, find_cutoff, rank_file, select_stage, write_ranks
 
 
 @dataclass
@@ -150,10 +151,22 @@ def substring_phase(config: PipelineConfig, shards: list[InputShard], out: Path,
     return [results[key] for key in reported], work_seconds
 
 
-def apply_task(shard: InputShard, config: PipelineConfig, out: Path, cuts: bool) -> Task:
+def _decided(shard: InputShard, out: Path, cuts: bool) -> tuple[str, ...]:
+    """What the clustering and span-cut stages decided for a shard: its documents, drops and cuts."""
+    return (str(shard_paths(out, shard, deduplicated=True)["documents"]), _drops_folder(out, shard),
+            *([str(out / "dedup" / "cuts" / f"{shard.shard_id}.parquet")] if cuts else []))
+
+
+def rank_task(shard: InputShard, config: PipelineConfig, out: Path, cuts: bool) -> Task:
+    return Task(key=f"rank-{shard.shard_id}", func=write_ranks, args=(shard, config, str(out)),
+                fingerprint=config.dedup_fingerprint(), inputs=_decided(shard, out, cuts),
+                outputs=(str(rank_file(out, shard)),), marker=str(out / "_markers" / "select" / f"{shard.shard_id}.done"),
+                result_type=RankResult)
+
+
+def apply_task(shard: InputShard, config: PipelineConfig, out: Path, cuts: bool, selects: bool = False) -> Task:
     paths = dedup_paths(out, shard)
-    inputs = (str(shard_paths(out, shard, deduplicated=True)["documents"]), _drops_folder(out, shard),
-              *([str(out / "dedup" / "cuts" / f"{shard.shard_id}.parquet")] if cuts else []))
+    inputs = (*_decided(shard, out, cuts), *([str(cutoff_file(out))] if selects else []))
     return Task(key=f"apply-{shard.shard_id}", func=apply_drops, args=(shard, config, str(out)),
                 fingerprint=config.dedup_fingerprint(), inputs=inputs,
                 outputs=(str(paths["documents"]), str(paths["stats"])), marker=str(paths["apply_marker"]),
@@ -206,12 +219,24 @@ def deduplicate(config: PipelineConfig, shards: list[InputShard], out_dir: str, 
     window_seconds = 0.0
     if cutter is not None:
         groups, window_seconds = substring_phase(config, shards, out, engine, keys_results)
-    applied = engine.run([apply_task(shard, config, out, cuts=cutter is not None) for shard in shards])
+    selector = select_stage(config)
+    if selector is not None:
+        ranked = engine.run([rank_task(shard, config, out, cuts=cutter is not None) for shard in shards])
+        # one driver step: its rounds of histogram tasks show as one phase
+        summary["selection"] = engine.run_here(Task(key="select", func=find_cutoff,
+                                                    args=(config, shards, out, engine, ranked)))
+        select_seconds = sum(r.seconds for r in ranked) + summary["selection"].pop("rounds_seconds")
+    applied = engine.run([apply_task(shard, config, out, cuts=cutter is not None, selects=selector is not None)
+                          for shard in shards])
+    if selector is not None:
+        kept = sum(s["docs_out"] for r in applied for s in r.funnel if s["stage"] == selector.name)
+        summary["selection"]["documents_kept"] = kept
     timings = {
         "keys_seconds": round(sum(r.seconds for r in keys_results), 3),
         "resolve_seconds": summary.get("seconds", 0.0),
         "apply_seconds": round(sum(r.seconds for r in applied), 3),
         **({"substring_seconds": round(sum(g.seconds for g in groups) + window_seconds, 3)} if groups else {}),
+        **({"select_seconds": round(select_seconds, 3)} if selector is not None else {}),
     }
     if groups:
         summary["per_stage"] = {**summary.get("per_stage", {}), cutter.name: substring_summary(cutter, groups, applied)}
@@ -237,11 +262,15 @@ def stage_seconds(config: PipelineConfig, timings: dict, clustering: dict[str, f
     the substring time; every stage gets an even share of the rewrite (apply)."""
     names = [spec.name for spec in config.dedup]
     cutter = span_cut_stage(config)
-    resolved = [name for name in names if cutter is None or name != cutter.name] or names
+    selector = select_stage(config)
+    later = {s.name for s in (cutter, selector) if s is not None}
+    resolved = [name for name in names if name not in later] or names
     shared = timings["resolve_seconds"] - sum(clustering.values())
     seconds = {name: timings["apply_seconds"] / len(names) for name in names}
     for name in resolved:
         seconds[name] += clustering.get(name, 0.0) + (timings["keys_seconds"] + max(shared, 0.0)) / len(resolved)
     if cutter is not None:
         seconds[cutter.name] += timings.get("substring_seconds", 0.0)
+    if selector is not None:
+        seconds[selector.name] += timings.get("select_seconds", 0.0)
     return {name: round(value, 3) for name, value in seconds.items()}
