@@ -393,7 +393,7 @@ def command_classifier_train(args: argparse.Namespace) -> int:
     from refinery.config import read_yaml
     from refinery.engine.output import claim_output
     from refinery.logs import command_logs
-    from refinery.quality.train import check_classifier, parse_classifier, train_classifier
+    from refinery.classifier.train import check_classifier, parse_classifier, train_classifier
 
     spec = parse_classifier(read_yaml(args.config), args.config)
     checked = check_classifier(spec)  # sources found, pipelines preflighted, no empty positive: before any work

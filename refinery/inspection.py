@@ -88,8 +88,8 @@ def _check_reason(query: Query, stages: list[str]) -> None:
         raise ConfigError("--reason", "kept documents have no drop reason; leave out --reason or --stage kept")
     known = stage_reasons()
     chosen = stages if query.stage is None else [query.stage]
-    if any(stage not in known for stage in chosen):
-        return  # a stage refinery does not know (a plugin's): any reason may be its own
+    if any(not known.get(stage) for stage in chosen):
+        return  # a plugin's stage, or one whose reasons come from its config (quality_classifier): any may be its own
     valid = sorted({reason for stage in chosen for reason in known[stage]})
     if query.reason not in valid:
         which = f"stage {query.stage}" if query.stage else "the stages in this output"

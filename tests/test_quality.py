@@ -55,7 +55,7 @@ def test_dclm_normalisation_lowercases_spaces_punctuation_and_folds_newlines():
 
 def test_bigram_rows_are_the_rows_fasttext_averages(fasttext_model):
     from refinery.quality.features import sentence_rows
-    from refinery.stages.language_id import load_fasttext
+    from refinery.fasttext_model import load_fasttext
 
     model = load_fasttext(fasttext_model)
     for text in ["the committee published its report", "cookie policy é ü ß 中文 click", "unknownword another"]:
@@ -64,7 +64,7 @@ def test_bigram_rows_are_the_rows_fasttext_averages(fasttext_model):
 
 
 def test_a_fasttext_model_trained_elsewhere_scores_identically_through_the_stage(fasttext_model):
-    from refinery.stages.language_id import load_fasttext
+    from refinery.fasttext_model import load_fasttext
     from refinery.stages.quality_classifier import QualityClassifier
 
     stage = QualityClassifier(QualityClassifier.Config(models=[{"name": "ft", "path": str(fasttext_model)}]))
@@ -212,6 +212,20 @@ def test_order_bits_keep_the_order_of_floats():
     bits = rs.order_bits(values)
     assert all(bits[i] <= bits[i + 1] for i in range(len(bits) - 1)) and bits[3] == bits[4]
     assert rs.order_bits(np.array([np.nan]))[0] == rs.order_bits(np.array([-np.inf]))[0]
+
+
+def test_several_scores_rank_by_the_mean_of_their_corpus_wide_percentiles():
+    rng = np.random.default_rng(2)
+    scores = np.column_stack([rng.random(1000), rng.normal(size=1000) * 50])  # unlike scales
+    counts = np.stack([np.bincount(rs.score_bins(scores[:, j]), minlength=rs.BINS) for j in range(2)])
+    table = rs.percentile_table(counts)
+    combined = rs.combined_values(scores, table)
+    for j in range(2):  # each score's percentile is its rank share, to the width of its bin
+        exact = (np.argsort(np.argsort(scores[:, j])) + 0.5) / 1000
+        assert np.abs(table[j][rs.score_bins(scores[:, j])] - exact).max() < 0.01
+    exact_mean = np.mean([(np.argsort(np.argsort(scores[:, j])) + 0.5) / 1000 for j in range(2)], axis=0)
+    assert np.abs(combined - exact_mean).max() < 0.01
+    assert np.array_equal(rs.combined_values(scores[:, :1], None), scores[:, 0])
 
 
 def _corpus(folder: Path, shards: int, n: int = 400) -> list[str]:

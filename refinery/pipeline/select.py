@@ -65,7 +65,7 @@ def rank_keys(selector: SelectStage, batch, percentiles: np.ndarray | None):
 
 def write_ranks(shard: InputShard, config: PipelineConfig, out_dir: str) -> RankResult:
     """The documents of one shard that dedup keeps: their tie-break hash, weight and scores."""
-    from refinery.pipeline.apply import surviving_documents
+    from refinery.pipeline.decided import surviving_documents
     from refinery.pipeline.chain import DropSampler
 
     out = Path(out_dir)

@@ -33,7 +33,7 @@ class FastTextScorer:
 
     def check(self) -> None:
         """Raises ModelProblem unless the file is a fastText model with the positive label."""
-        from refinery.stages.language_id import load_fasttext, model_problem
+        from refinery.fasttext_model import load_fasttext, model_problem
 
         path = Path(self.path)
         if not path.is_file():
@@ -47,7 +47,7 @@ class FastTextScorer:
                                                  f"(its labels: {', '.join(labels[:10])})")
 
     def load(self) -> None:
-        from refinery.stages.language_id import load_fasttext
+        from refinery.fasttext_model import load_fasttext
 
         self._model = load_fasttext(Path(self.path))
 

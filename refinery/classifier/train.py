@@ -74,6 +74,9 @@ class ClassifierSpec(_Strict):
     threshold: float = Field(default=0.5, gt=0, lt=1)  # precision and recall are reported at it
     seed: int = 1
     max_chars: int = Field(default=100_000, gt=0)  # each document is used up to this many characters
+    # curated records that a mix or ablation with this heldout_fraction keeps out for evaluation (by
+    # record id) are left out here too, so that no evaluation text teaches the classifier
+    exclude_heldout_fraction: float = Field(default=0.0, ge=0, lt=0.5)
     fasttext: FastTextSettings = FastTextSettings()
     run: RunConfig = RunConfig()
 
@@ -155,16 +158,19 @@ def _pipeline(source: ClassSource, key: str):
 
 # --- examples --------------------------------------------------------------------------------------
 
-def _source_texts(source: ClassSource, files: list[str], max_chars: int) -> Iterator[tuple[str, int, str]]:
-    """(file, position, text) of each record of curated files (text "" when it has none)."""
-    from refinery.mix.sources import curated_texts
+def _source_texts(source: ClassSource, files: list[str], max_chars: int,
+                  exclude_heldout: float = 0.0) -> Iterator[tuple[str, int, str]]:
+    """(file, position, text) of each record of curated files (text "" when it has none, or when
+    the record is held out for evaluation at ``exclude_heldout``)."""
+    from refinery.mix.sources import curated_texts, held_out_by_record_id
     from refinery.mix.spec import SourceSpec
 
     as_curated = SourceSpec(name=source.name, paths=files, text_field=source.text_field,
                             id_field=source.id_field, format=source.format)
     for path in files:
-        for position, (_, text) in enumerate(curated_texts(path, as_curated)):
-            yield path, position, text[:max_chars]
+        for position, (record_id, text) in enumerate(curated_texts(path, as_curated)):
+            held = exclude_heldout and source.paths is not None and held_out_by_record_id(record_id, exclude_heldout)
+            yield path, position, "" if held else text[:max_chars]
 
 
 def _hash(seed: int, *parts) -> int:
@@ -201,8 +207,8 @@ def write_split(spec: ClassifierSpec, sides: dict[str, list[tuple[CheckedSource,
             smallest: list[tuple[int, str, str, int]] = []  # a max-heap of the max_per_class lowest keys, negated
             available = 0
             for checked, files in sources:
-                for key, path, position in _sample_keys(_source_texts(checked.source, files, spec.max_chars),
-                                                        checked.source.name, spec.seed):
+                texts = _source_texts(checked.source, files, spec.max_chars, spec.exclude_heldout_fraction)
+                for key, path, position in _sample_keys(texts, checked.source.name, spec.seed):
                     available += 1
                     item = (-key, checked.source.name, path, position)
                     if len(smallest) < spec.max_per_class:
@@ -213,7 +219,8 @@ def write_split(spec: ClassifierSpec, sides: dict[str, list[tuple[CheckedSource,
             chosen = {(name, path, position): -neg for neg, name, path, position in smallest}
             counts.train[label], counts.heldout[label] = 0, 0
             for checked, files in sources:
-                for path, position, text in _source_texts(checked.source, files, spec.max_chars):
+                for path, position, text in _source_texts(checked.source, files, spec.max_chars,
+                                                          spec.exclude_heldout_fraction):
                     key = chosen.get((checked.source.name, path, position))
                     if key is None:
                         continue
@@ -333,7 +340,7 @@ def train_classifier(spec: ClassifierSpec, out_dir: str, checked: list[CheckedSo
                 marker=str(out / "_markers" / "classifier.done"), result_type=ClassifierResult)
     result = run_task(task)
     metrics = json.loads((out / "metrics.json").read_text())
-    from refinery.quality.card import write_card
+    from refinery.classifier.card import write_card
 
     write_card(spec, out, metrics)
     log(f"trained in {time.perf_counter() - started:.1f} s")

@@ -1,0 +1,1 @@
+"""`refinery classifier train`: a quality classifier from reference sources and a pipeline run."""
