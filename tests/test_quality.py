@@ -277,6 +277,8 @@ def test_the_cutoff_is_global_and_the_same_for_1_or_16_shards_and_1_or_2_workers
         assert min(kept_scores) >= selection["cutoff"]["value"]
         if by == "documents":
             assert selection["documents_kept"] == round(selection["documents_in"] * 0.3) == len(first[0])
+            report = (tmp_path / "documents-16-2" / "report.html").read_text()
+            assert "quality_select kept the top 30% of the documents by quality_ft" in report
         else:
             tokenizer = tk.load(tokenizer_dir / "tokenizer.json")
             weights = [len(tokenizer.encode(text, add_special_tokens=False).ids) for _, text, _ in first[0]]

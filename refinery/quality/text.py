@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 
 _PUNCTUATION = re.compile(r"([.,!?;:()\[\]{}\"'/\\<>|@#$%^&*+=~`«»“”‘’—–-])")
-_SPACE = re.compile(r"\s+")
 
 
 def dclm_line(text: str) -> str:
     """DCLM's fastText preprocessing: lowercase, punctuation spaced out as its own token, every
     run of whitespace (newlines too) folded into one space."""
-    return _SPACE.sub(" ", _PUNCTUATION.sub(r" \1 ", text.lower())).strip()
+    return " ".join(_PUNCTUATION.sub(r" \1 ", text.lower()).split())  # split(): \s+ in C
 
 
 def plain_line(text: str) -> str:
