@@ -43,7 +43,7 @@ def fasttext_model(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("ft")
     (folder / "train.txt").write_text("\n".join(_labelled_lines(400)) + "\n")
-    model = fasttext.train_supervised(input=str(folder / "train.txt"), wordNgrams=2, epoch=5, dim=16, bucket=50_000,
+    model = fasttext.train_supervised(input=str(folder / "train.txt"), wordNgrams=2, epoch=25, lr=0.5, dim=16, bucket=50_000,
                                       thread=1, seed=3, verbose=0)
     model.save_model(str(folder / "model.bin"))
     return folder / "model.bin"
