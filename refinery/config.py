@@ -47,7 +47,8 @@ class UsageError(ConfigError):
 # --- relative paths: from the config file's folder -----------------------------------------------
 # A key pattern is dotted; ``name[]`` maps over a list, and a name may be an fnmatch pattern
 # (``stages[].*.*_path``: every stage parameter whose name ends in _path).
-PIPELINE_PATH_KEYS = ("input.paths[]", "output", "stages[].*.*_path", "stages[].*.models[].path", "dedup[].*.*_path")
+PIPELINE_PATH_KEYS = ("input.paths[]", "output", "stages[].*.*_path", "stages[].*.models[].path",
+                      "stages[].*.word_lists.*", "stages[].*.sets[].paths[]", "dedup[].*.*_path")
 TRAIN_PATH_KEYS = ("data", "tokenizer", "eval[].data", "output")
 RESERVED_PATH_VALUES = ("train",)  # `tokenize.tokenizer: train` is not a path
 

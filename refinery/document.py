@@ -35,3 +35,4 @@ class Drop:
     doc: Document
     reason: str
     kept_id: str | None = None  # dedup drops: the document kept in its place
+    detail: str | None = None  # what else explains it, e.g. the evaluation item a document contains

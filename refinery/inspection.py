@@ -112,7 +112,7 @@ def _rows(out: Path, query: Query, stages: list[str]) -> Iterator[dict]:
 
 def _batches(path: Path) -> Iterator[dict]:
     parquet = pq.ParquetFile(path)
-    columns = [c for c in ("id", "url", "source", "stage", "reason", "language", "kept_id", "text")
+    columns = [c for c in ("id", "url", "source", "stage", "reason", "language", "kept_id", "detail", "text")
                if c in parquet.schema_arrow.names]
     for batch in parquet.iter_batches(columns=columns, batch_size=256):
         yield from batch.to_pylist()
@@ -133,6 +133,8 @@ def render(rows: list[dict], console, grep: str | None = None, chars: int = 1200
         header.append(f"  id {row['id']}", style="dim")
         if row.get("kept_id"):
             header.append(f"  (duplicate of {row['kept_id']})", style="dim")
+        if row.get("detail"):
+            header.append(f"  ({row['detail']})", style="dim")
         console.print(header)
         text = row.get("text") or ""
         body = Text(text[:chars] + (f" … [{len(text) - chars:,} more characters]" if len(text) > chars else ""))

@@ -320,3 +320,37 @@ def normalize(text: str) -> str:
     """
     text = unicodedata.normalize("NFD", text).lower()
     return " ".join(_STRIP_RE.sub("", text).split())
+
+
+# ---- sentences, as spaCy's `sentencizer` pipe splits a blank pipeline's tokens (datatrove's
+# split_into_sentences): a sentence starts at the first token that is neither punctuation nor a
+# sentence-final character after one that is sentence-final (spacy/pipeline/sentencizer.pyx)
+SENTENCE_FINAL = frozenset(
+    "!.?։؟۔܀܁܂߹।॥၊။።፧፨᙮᜵᜶᠃᠉᥄᥅᪨᪩᪪᪫᭚᭛᭞᭟᰻᰼᱾᱿‼‽⁇⁈⁉⸮⸼꓿꘎꘏꛳꛷꡶꡷꣎꣏꤯꧈꧉꩝꩞꩟꫰꫱꯫﹒﹖﹗！．？"
+    "𐩖𐩗𑁇𑁈𑂾𑂿𑃀𑃁𑅁𑅂𑅃𑇅𑇆𑇍𑇞𑇟𑈸𑈹𑈻𑈼𑊩𑑋𑑌𑗂𑗃𑗉𑗊𑗋𑗌𑗍𑗎𑗏𑗐𑗑𑗒𑗓𑗔𑗕𑗖𑗗𑙁𑙂𑜼𑜽𑜾𑩂𑩃𑪛𑪜𑱁𑱂𖩮𖩯𖫵𖬷𖬸𖭄𛲟𝪈｡。")
+
+
+def _is_punct(token: str) -> bool:
+    """spaCy's lexical is_punct: every character of Unicode category P*."""
+    import unicodedata
+
+    return all(unicodedata.category(c).startswith("P") for c in token)
+
+
+def count_sentences(text: str, language: str = "en", at_most: int | None = None) -> int:
+    """How many sentences spaCy's sentencizer finds in ``text`` (0 for no tokens); counting
+    stops at ``at_most``."""
+    tokens = split_words(text, language)
+    if not tokens:
+        return 0
+    count, seen_final = 1, False
+    for token in tokens:
+        final = token in SENTENCE_FINAL
+        if seen_final and not final and not _is_punct(token):
+            count += 1
+            seen_final = False
+            if at_most is not None and count >= at_most:
+                return count
+        elif final:
+            seen_final = True
+    return count

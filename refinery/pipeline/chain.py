@@ -32,8 +32,9 @@ DOCUMENT_SCHEMA = pa.schema([
 
 
 # text: what the stage saw (the HTML head for pre-extraction drops); kept_id: for dedup drops,
-# the document kept in its place
-DROPPED_SCHEMA = pa.schema([(name, pa.string()) for name in ("id", "url", "stage", "reason", "language", "text", "kept_id")])
+# the document kept in its place; detail: what else explains a drop (decontaminate: set and item)
+DROPPED_SCHEMA = pa.schema([(name, pa.string()) for name in ("id", "url", "stage", "reason", "language", "text",
+                                                             "kept_id", "detail")])
 DROPPED_TEXT_CHARS = 20_000
 
 
@@ -57,7 +58,7 @@ class DropSampler:
         doc = drop.doc
         self.kept.setdefault(stage, []).append({
             "id": doc.id, "url": doc.url, "stage": stage, "reason": drop.reason, "language": doc.language,
-            "text": (doc.text or doc.html or "")[:DROPPED_TEXT_CHARS], "kept_id": drop.kept_id,
+            "text": (doc.text or doc.html or "")[:DROPPED_TEXT_CHARS], "kept_id": drop.kept_id, "detail": drop.detail,
         })
 
     def write(self, out_dir: Path, shard_id: str, stages: list[str]) -> None:
