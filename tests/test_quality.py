@@ -38,14 +38,18 @@ def _labelled_lines(n: int, seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fasttext_model(tmp_path_factory) -> Path:
-    """A fastText model trained with the fasttext API directly, outside refinery."""
-    import fasttext
+    """A fastText model trained with the fasttext API directly, outside refinery, in a fresh
+    interpreter: in a long pytest process its training has met NaN (state left by earlier tests),
+    never in a new one."""
+    import subprocess
+    import sys
 
     folder = tmp_path_factory.mktemp("ft")
     (folder / "train.txt").write_text("\n".join(_labelled_lines(400)) + "\n")
-    model = fasttext.train_supervised(input=str(folder / "train.txt"), wordNgrams=2, epoch=25, lr=0.5, dim=16, bucket=50_000,
-                                      thread=1, seed=3, verbose=0)
-    model.save_model(str(folder / "model.bin"))
+    script = ("import sys, fasttext; fasttext.train_supervised(input=sys.argv[1], wordNgrams=2, epoch=25, lr=0.5, "
+              "dim=16, bucket=50_000, thread=1, seed=3, verbose=0).save_model(sys.argv[2])")
+    subprocess.run([sys.executable, "-c", script, str(folder / "train.txt"), str(folder / "model.bin")], check=True,
+                   timeout=300)
     return folder / "model.bin"
 
 
