@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes of the local cluster")
     ablate.add_argument("--scheduler", metavar="ADDRESS", help="a dask.distributed scheduler, or 'sync'")
     ablate.add_argument("--force", action="store_true", help="ignore results of earlier runs in OUTPUT")
+    ablate.add_argument("--preset", metavar="NAME", help="model and budget for the machine: cpu-small (the shipped "
+                                                         "size, < 30 min on 2 cores), cpu-large (4x tokens, 2 more "
+                                                         "layers), gpu (~50M parameters, 200M tokens, bf16)")
 
     classifier = commands.add_parser("classifier", help="train a fastText quality classifier (DCLM's recipe)")
     classifier_commands = classifier.add_subparsers(dest="classifier_command", metavar="ACTION", required=True)
@@ -419,7 +422,12 @@ def command_ablate(args: argparse.Namespace) -> int:
     from refinery.engine.output import claim_output
     from refinery.logs import command_logs
 
-    spec = parse_ablation(read_yaml(args.config), args.config)
+    raw = read_yaml(args.config)
+    if args.preset:
+        from refinery.ablate.spec import apply_preset
+
+        raw = apply_preset(raw if isinstance(raw, dict) else {}, args.preset)
+    spec = parse_ablation(raw, args.config)
     if args.input:  # from the current directory, not the config's folder
         spec = spec.model_copy(update={"input": list(args.input)})
     checked = check_ablation(spec)  # base, variants, inputs, eval paths, models: before any work

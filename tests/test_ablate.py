@@ -55,13 +55,16 @@ def test_every_variant_trains_the_same_model_on_the_same_budget(ablation):
     _, out, result = ablation
     report = json.loads((out / "ablation.json").read_text())
     variants = report["variants"]
-    assert list(variants) == ["raw", "filtered", "refined"]
+    assert list(variants) == ["raw", "filtered", "refined", "degraded"]  # the positive control last
     assert len({(v["steps"], v["tokens_trained"]) for v in variants.values()}) == 1
     assert report["budget_tokens"] == variants["raw"]["tokens_trained"] == (12000 // (4 * 32)) * 4 * 32
     # each variant keeps less than the one before it, and the refined one ran the dedup stages
     assert variants["raw"]["train_tokens"] > variants["filtered"]["train_tokens"] > variants["refined"]["train_tokens"]
     assert variants["refined"]["dedup"] == ["exact_dedup", "minhash_dedup", "url_dedup", "substring_dedup"]
     assert variants["raw"]["stages"] == FILTERS and variants["raw"]["dedup"] == []
+    control = report["control"]
+    assert control["of"] == "refined" and control["removed_from"] == "raw" and control["target_share"] == 0.3
+    assert abs(control["achieved_share"] - 0.3) < 0.1 and set(control["told_apart"]) == {"web", "reference"}
     for variant in variants.values():
         assert variant["epochs"] == pytest.approx(variant["tokens_trained"] / variant["train_tokens"], rel=1e-3)
         for name in ("web", "reference"):
@@ -85,6 +88,28 @@ def test_every_variant_trains_the_same_model_on_the_same_budget(ablation):
         assert "n/a" not in card and f"variants/{name}/README.md" in card and f"| {name} |" in card
         assert (out / "variants" / name / "README.md").read_text().startswith("---\n")
     assert "table:" in result.stdout and "refined:" in result.stdout
+
+
+def test_every_pair_is_compared_document_by_document(ablation):
+    from refinery.ablate.documents import document_tokens
+
+    _, out, _ = ablation
+    report = json.loads((out / "ablation.json").read_text())
+    names = list(report["variants"])
+    for set_name, comparisons in report["paired"].items():
+        documents = len(document_tokens(out / "eval" / set_name))
+        assert list(comparisons) == [f"{a} vs {b}" for i, a in enumerate(names) for b in names[i + 1:]]
+        for c in comparisons.values():
+            assert c["documents"] == documents and c["ci_low"] <= c["mean_difference"] <= c["ci_high"]
+            assert len(c["seed_means"]) == 2 and c["mde"] > 0 and 0 < c["sign_p"] <= 1
+            assert c["verdict"] in ("A better", "B better", "no difference detected at this budget")
+            assert (c["verdict"] == "no difference detected at this budget") == (c["ci_low"] <= 0 <= c["ci_high"])
+        # the per-document scores are the model's: its mean over documents tracks the windows' figure
+        scores = json.loads((out / "variants" / "refined" / "train" / "seed-1" / "documents" / f"{set_name}.json").read_text())
+        assert len(scores["bits"]) == documents and all(b > 0 for b in scores["bytes"])
+    table = (out / "ablation.md").read_text()
+    assert "## Paired comparisons, document by document" in table
+    assert ("Positive control: told apart" in table) != ("The budget is too small to judge the filters" in table)
 
 
 def test_held_out_documents_are_never_trained_on(ablation):
@@ -121,11 +146,13 @@ def test_a_second_run_reuses_finished_work(ablation):
     before = json.loads((out / "ablation.json").read_text())
     again = run_cli_inprocess("ablate", tmp / "ablation.yaml", "--output", out, "--scheduler", "sync")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("done before, reused") == 6
+    assert again.stderr.count("done before, reused") == 8
     after = json.loads((out / "ablation.json").read_text())
     for name, variant in before["variants"].items():
         assert after["variants"][name]["eval"] == variant["eval"]
         assert after["variants"][name]["train_tokens"] == variant["train_tokens"]
+    assert after["paired"] == before["paired"] and after["control"] == before["control"]  # the same table
+    assert (out / "ablation.md").read_text().count("| refined vs degraded |") == 2
 
 
 def test_a_killed_tokenization_resumes_without_redoing_finished_shards(ablation):
@@ -146,7 +173,7 @@ def test_a_killed_tokenization_resumes_without_redoing_finished_shards(ablation)
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in others} == others  # finished shards were not redone
     assert {p: p.read_bytes() for p in redone} == redone and markers[0].exists()
-    assert "tokenizer: training" not in again.stderr and again.stderr.count("done before, reused") == 6
+    assert "tokenizer: training" not in again.stderr and again.stderr.count("done before, reused") == 8
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -156,6 +183,9 @@ def test_a_killed_tokenization_resumes_without_redoing_finished_shards(ablation)
     ({"train": {"seed": 3}}, "train.seed"),
     ({"seeds": []}, "seeds"),
     ({"model": {"hidden_size": 30, "heads": 4}}, "model.heads"),
+    ({"control": {"of": "nope"}}, "control.of"),
+    ({"control": {"name": "raw"}}, "control.name"),
+    ({"preset": "tpu"}, "preset"),
 ])
 def test_bad_ablation_config_names_the_key(tmp_path, overrides, key):
     result = run_cli_inprocess("ablate", ablation_config(tmp_path, **overrides), "--output", tmp_path / "out")
@@ -171,3 +201,44 @@ def test_the_shipped_ablation_config_is_valid():
     spec = parse_ablation(read_yaml(path), str(path))  # its paths are from configs/
     assert [v.name for v in spec.variants] == ["raw", "filtered", "refined"]
     assert spec.model.model_dump() == read_yaml(REPO / "configs" / "train" / "tiny-falcon.yaml")["model"]
+    assert spec.control.enabled and spec.control.share == 0.3
+
+
+def test_presets_set_the_model_and_the_budget(tmp_path):
+    from refinery.ablate import parse_ablation
+    from refinery.ablate.spec import PRESETS, apply_preset
+    from refinery.config import read_yaml
+
+    raw = read_yaml(ablation_config(tmp_path))
+    for name, values in PRESETS.items():
+        spec = parse_ablation(apply_preset(raw, name), str(tmp_path / "ablation.yaml"))
+        assert spec.preset == name and spec.model.layers == values["model"]["layers"]
+        assert spec.train.tokens == values["train"]["tokens"]
+    small, large = (parse_ablation(apply_preset(raw, p), "") for p in ("cpu-small", "cpu-large"))
+    assert large.train.tokens == 4 * small.train.tokens and large.model.layers == small.model.layers + 2
+    # a config's own `preset:` key: its own settings win over the preset's
+    own = {key: value for key, value in raw.items() if key != "model"}
+    spec = parse_ablation({**own, "preset": "cpu-large", "train": {**raw["train"], "tokens": 5000}}, "")
+    assert spec.model.layers == 4 and spec.train.tokens == 5000
+
+
+def test_the_gpu_preset_trains_on_the_cpu_at_a_tiny_size(tmp_path):
+    """No GPU here: the gpu preset's settings, its size cut down, run end to end on the CPU."""
+    from refinery.ablate.spec import PRESETS
+    from refinery.config import read_yaml
+
+    raw = read_yaml(ablation_config(tmp_path))
+    gpu = PRESETS["gpu"]
+    raw["train"] = {**raw["train"], **{k: v for k, v in gpu["train"].items() if k not in ("tokens", "batch_size",
+                                                                                          "eval_every", "checkpoint_every")},
+                    "eval_every": 10, "checkpoint_every": 10}
+    raw["model"] = {"layers": 2, "hidden_size": 36, "heads": 9, "seq_len": 32}  # the preset's head width shape, tiny
+    raw["variants"] = raw["variants"][::2]
+    raw["seeds"] = [1]
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = run_cli_inprocess("ablate", path, "--output", tmp_path / "out", "--scheduler", "sync")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert report["device"] == "cpu" and set(report["variants"]) == {"raw", "refined", "degraded"}
+

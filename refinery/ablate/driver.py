@@ -58,6 +58,14 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
                                    "documents": stats["output"]["documents"], "records": stats["input"]["records"],
                                    "seconds": round(time.perf_counter() - began, 3)}
 
+    if spec.control.enabled:  # the positive control: built from two variants' documents, not run
+        from refinery.ablate.control import build_control, control_variant
+
+        stems_so_far = sorted({p.stem for v in spec.variants
+                               for p in (out / "variants" / v.name / "run" / "documents").glob("*.parquet")})
+        pipelines[spec.control.name] = build_control(spec, out, stems_so_far, log)
+        spec = spec.model_copy(update={"variants": [*spec.variants, control_variant(spec)]})
+
     if spec.tokenize.tokenizer == "train":
         first = [str(p) for p in sorted((out / "variants" / spec.variants[0].name / "run" / "documents").glob("*.parquet"))]
         fraction = spec.heldout_fraction
@@ -124,11 +132,44 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
                 {"tokens": r["tokens"], **{k: e["bits_per_byte"] for k, e in r["eval"].items()}}
                 for r in curve if "eval" in r]}
 
+    scores = document_scores(spec, out, runs, log)
     result = summarize(spec, out, pipelines, data, eval_sets, runs, tokenizer_path,
-                       round(time.perf_counter() - started, 3))
+                       round(time.perf_counter() - started, 3), scores)
     write_json_atomic(out / "ablation.json", result)
-    plot_curves(spec, runs, out / "ablation.png")
+    plot_curves(spec, runs, out / "ablation.png", result)
     write_text_atomic(out / "ablation.md", render_markdown(spec, result))
+    return result
+
+
+def document_scores(spec: AblationSpec, out: Path, runs: dict, log=print) -> dict:
+    """Per variant, seed and eval set: each held-out document's bits per byte under that model,
+    one resumable task each (refinery/ablate/documents.py)."""
+    from refinery.ablate.documents import DocumentScores
+    from refinery.engine import Task, run_task
+
+    scores = {}
+    for variant in spec.variants:
+        for seed in spec.seeds:
+            model_dir = runs[(variant.name, seed)]["summary"]["model_dir"]
+            folder = out / "variants" / variant.name / "train" / f"seed-{seed}"
+            for reference in spec.eval:
+                path = folder / "documents" / f"{reference.name}.json"
+                task = Task(key=f"score-{variant.name}-{seed}-{reference.name}", func=_scored,
+                            args=(model_dir, str(out / "eval" / reference.name), reference.name, spec.model.seq_len,
+                                  spec.document_tokens, str(path)),
+                            fingerprint=json.dumps([spec.model.seq_len, spec.document_tokens]),
+                            inputs=(model_dir, str(out / "eval" / reference.name)), outputs=(str(path),),
+                            marker=str(folder / "documents" / f"{reference.name}.done"), result_type=DocumentScores)
+                scores[(variant.name, seed, reference.name)] = run_task(task)
+    log(f"scored {len(scores)} (model, eval set) pairs document by document")
+    return scores
+
+
+def _scored(model_dir: str, folder: str, name: str, seq_len: int, max_tokens: int, path: str):
+    from refinery.ablate.documents import score_documents
+
+    result = score_documents(model_dir, folder, name, seq_len, max_tokens)
+    write_json_atomic(path, result.to_dict())
     return result
 
 

@@ -10,8 +10,33 @@ import numpy as np
 from refinery.ablate.spec import AblationSpec
 
 
+def paired_comparisons(spec: AblationSpec, scores: dict) -> dict:
+    """Per eval set, every pair of variants (in config order) compared document by document."""
+    from refinery.ablate.paired import compare
+
+    names = [v.name for v in spec.variants]
+    paired = {}
+    for reference in spec.eval:
+        per_variant = {v: [scores[(v, seed, reference.name)].bits_per_byte for seed in spec.seeds] for v in names}
+        paired[reference.name] = {f"{a} vs {b}": {"a": a, "b": b, **compare(per_variant[a], per_variant[b], seed=0)}
+                                  for i, a in enumerate(names) for b in names[i + 1:]}
+    return paired
+
+
+def control_verdict(spec: AblationSpec, paired: dict) -> dict | None:
+    """Whether the ablation told the positive control from the variant it degrades, per eval set."""
+    if not spec.control.enabled:
+        return None
+    from refinery.ablate.spec import control_variants
+
+    of, _ = control_variants(spec)
+    told = {name: comparisons[f"{of} vs {spec.control.name}"]["verdict"] == "A better"
+            for name, comparisons in paired.items()}
+    return {"of": of, "name": spec.control.name, "told_apart": told, "all": all(told.values())}
+
+
 def summarize(spec: AblationSpec, out: Path, pipelines: dict, data: dict, eval_sets: dict, runs: dict,
-              tokenizer_path: str, seconds: float) -> dict:
+              tokenizer_path: str, seconds: float, scores: dict | None = None) -> dict:
     from refinery import tokenizer as tk
 
     variants = {}
@@ -46,19 +71,39 @@ def summarize(spec: AblationSpec, out: Path, pipelines: dict, data: dict, eval_s
                           "vocab_size": first["vocab_size"]},
             "eval_sets": {name: {**info, "windows": first["eval_sets"][name]["windows"]}
                           for name, info in eval_sets.items()},
-            "variants": variants, "ordering": ordering, "seconds": seconds}
+            "variants": variants, "ordering": ordering, "seconds": seconds, "preset": spec.preset,
+            "document_tokens": spec.document_tokens,
+            **({"paired": (paired := paired_comparisons(spec, scores)),
+                "control": {**(control_verdict(spec, paired) or {}),
+                            **pipelines.get(spec.control.name, {}).get("control", {})} if spec.control.enabled else None}
+               if scores else {})}
 
 
-def plot_curves(spec: AblationSpec, runs: dict, path: Path) -> None:
+def plot_curves(spec: AblationSpec, runs: dict, path: Path, result: dict | None = None) -> None:
     """Held-out bits per byte against tokens, one panel per eval set, one line per variant (the
-    mean over seeds; the band spans the seeds)."""
+    mean over seeds; the band spans the seeds); below, with paired results, a forest plot per eval
+    set: each pair's mean paired difference and its 95% interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [e.name for e in spec.eval]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    paired = (result or {}).get("paired")
+    rows = 2 if paired else 1
+    fig, axes = plt.subplots(rows, len(names), figsize=(4.2 * len(names), 3.6 * rows), squeeze=False)
+    if paired:
+        for ax, name in zip(axes[1], names):
+            pairs = list(paired[name].items())
+            for y, (label, c) in enumerate(pairs):
+                colour = "#2a7" if c["verdict"] == "A better" else "#c33" if c["verdict"] == "B better" else "#888"
+                ax.errorbar(c["mean_difference"], y, xerr=[[c["mean_difference"] - c["ci_low"]],
+                                                           [c["ci_high"] - c["mean_difference"]]],
+                            fmt="o", color=colour, capsize=3)
+            ax.axvline(0, color="black", lw=0.8)
+            ax.set_yticks(range(len(pairs)), [label for label, _ in pairs], fontsize=7)
+            ax.set(title=f"{name}: B - A, bits per byte", xlabel="positive: A better (95% interval)")
+            ax.grid(alpha=0.3, axis="x")
     for ax, name in zip(axes[0], names):
         for variant in spec.variants:
             curves = [runs[(variant.name, seed)]["curve"] for seed in spec.seeds]
@@ -93,6 +138,21 @@ def render_markdown(spec: AblationSpec, result: dict) -> str:
         + " | ".join(f"{s} bpb" for s in sets) + " | wall time |",
         "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(sets) + "---:|",
     ]
+    control = result.get("control")
+    if control and "told_apart" in control:
+        told = [s for s, ok in control["told_apart"].items() if ok]
+        if control["all"]:
+            lines[1:1] = ["", f"**Positive control: told apart on every eval set.** `{control['name']}` ({control['of']} with "
+                          f"{control['achieved_share']:.1%} of its training text replaced by documents the pipeline "
+                          f"removed) is worse than `{control['of']}` with a 95% interval that excludes zero, so this "
+                          "budget can see an effect of that size."]
+        else:
+            missed = [s for s, ok in control["told_apart"].items() if not ok]
+            lines[1:1] = ["", f"**The budget is too small to judge the filters.** The positive control `{control['name']}` "
+                          f"({control['of']} with {control['achieved_share']:.1%} of its training text replaced by "
+                          f"documents the pipeline removed) was not told from `{control['of']}` on "
+                          f"{', '.join(missed)}" + (f" (it was on {', '.join(told)})" if told else "") + ". Raise the "
+                          "preset (`--preset cpu-large`), the seeds or the eval sets before reading the other rows."]
     for name, v in result["variants"].items():
         cells = []
         for s in sets:
@@ -111,6 +171,28 @@ def render_markdown(spec: AblationSpec, result: dict) -> str:
         gap, noise_bar = worst["bits_per_byte"] - best["bits_per_byte"], 2 * max(best["stderr"], worst["stderr"])
         lines.append(f"- {s}: {order[0]} is {gap:.4f} bpb better than {order[-1]}; "
                      + ("more than" if gap > noise_bar else "within") + f" twice the eval standard error ({noise_bar:.4f}).")
+    if result.get("paired"):
+        lines += ["", "## Paired comparisons, document by document", "",
+                  "Each eval document's bits per byte under A's and B's models (first "
+                  f"{result['document_tokens']:,} tokens of each document), averaged over seeds; B - A > 0 means A "
+                  "is better. 95% interval: bootstrap over documents (seeded, 4,000 resamples), widened by the "
+                  "seeds' spread; the verdict follows it. Sign test: exact, two-sided, on the seed-averaged differences. MDE: the smallest mean difference this run detects with 80% power (documents' spread, "
+                  "plus the seeds' when there are several).", ""]
+        for set_name, comparisons in result["paired"].items():
+            lines += [f"**{set_name}**", "",
+                      "| A vs B | documents | B - A, bpb | 95% interval | A wins / B wins | sign-test p | seeds' means | MDE | verdict | documents / seeds needed |",
+                      "|---|---:|---:|---|---:|---:|---|---:|---|---:|"]
+            for label, c in comparisons.items():
+                seeds = ", ".join(f"{m:+.4f}" for m in c["seed_means"])
+                needed = (f"{c['documents_needed']:,}" if c["documents_needed"] else "-") + " / " + \
+                    (f"{c['seeds_needed']:,}" if c.get("seeds_needed") else "-")
+                lines.append(f"| {label} | {c['documents']} | {c['mean_difference']:+.4f} | "
+                             f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['a_wins']} / {c['b_wins']} | "
+                             f"{c['sign_p']:.3g} | {seeds} | {c['mde']:.4f} | {c['verdict']} | {needed} |")
+            lines.append("")
+        lines += ["\"documents / seeds needed\": for the observed difference to be detected at 80% power, the eval "
+                  "documents the documents' term alone needs, and the seeds the seeds' term alone needs (both must "
+                  "hold). A difference under the MDE is not evidence of no effect: this run could not have seen it.", ""]
     lines += ["",
               "Eval sets (never trained on by any variant):", ""]
     for name, info in result["eval_sets"].items():

@@ -43,6 +43,47 @@ class AblationTokenizer(_Strict):
     train_sample_bytes: int = Field(default=20_000_000, gt=0)
 
 
+class ControlSpec(_Strict):
+    """The positive control: a variant known to be worse. ``of`` (default: the last variant) with
+    ``share`` of its training text replaced by what the pipeline removed: the documents of
+    ``removed_from`` (default: the first variant) missing from ``of``, in the proportions they were
+    dropped, repeated when there are too few."""
+
+    enabled: bool = True
+    name: PathName = "degraded"
+    of: str | None = None
+    removed_from: str | None = None
+    share: float = Field(default=0.3, gt=0, lt=1)
+    seed: int = 1
+
+
+PRESETS = {
+    # the size this config family was built with: about 25 minutes on 2 cores for 4 variants x 2 seeds
+    "cpu-small": {"model": {"layers": 2, "hidden_size": 128, "heads": 4, "seq_len": 128},
+                  "train": {"tokens": 1_000_000, "batch_size": 16}},
+    # 4x the tokens and 2 more layers: under 3 hours on 2 cores
+    "cpu-large": {"model": {"layers": 4, "hidden_size": 128, "heads": 4, "seq_len": 128},
+                  "train": {"tokens": 4_000_000, "batch_size": 16}},
+    # about 50M parameters (with an 8,192-token vocabulary) on 200M tokens, bf16 on CUDA
+    "gpu": {"model": {"layers": 12, "hidden_size": 576, "heads": 9, "seq_len": 1024},
+            "train": {"tokens": 200_000_000, "batch_size": 32, "lr": 6e-4, "min_lr": 6e-5, "warmup_steps": 200,
+                      "device": "auto", "eval_every": 500, "checkpoint_every": 1000}},
+}
+
+
+def apply_preset(raw: dict, preset: str, key: str = "--preset", over: bool = True) -> dict:
+    """``raw`` with a preset's model and train settings: laid over its own (``--preset``), or under
+    them (a config's ``preset:`` key, whose own settings then win)."""
+    if preset not in PRESETS:
+        raise ConfigError(key, f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    raw = dict(raw)
+    for section, values in PRESETS[preset].items():
+        own = raw.get(section) if isinstance(raw.get(section), dict) else {}
+        raw[section] = {**own, **values} if over else {**values, **own}
+    raw["preset"] = preset
+    return raw
+
+
 class AblationSpec(_Strict):
     name: PathName  # runs/NAME
     base: str  # the pipeline config the variants are cut from
@@ -56,6 +97,9 @@ class AblationSpec(_Strict):
     train: TrainSettings = TrainSettings(heldout_fraction=0)
     seeds: list[int] = Field(default=[1], min_length=1)
     run: RunConfig = RunConfig()
+    control: ControlSpec = ControlSpec()
+    preset: str | None = None  # the preset the model and train settings came from (--preset)
+    document_tokens: int = Field(default=2048, ge=16)  # each eval document is scored on at most this many tokens
 
 
 ABLATION_PATH_KEYS = ("base", "input[]", "output", "eval[].paths[]", "tokenize.tokenizer")
@@ -69,6 +113,8 @@ def parse_ablation(raw: dict, path: str = "") -> AblationSpec:
             if key in raw["train"]:
                 raise ConfigError(f"train.{key}", "set by the ablation: use `seeds`, and `heldout_fraction` at the top")
     raw = resolve_paths(raw, ABLATION_PATH_KEYS, path) if isinstance(raw, dict) else raw
+    if isinstance(raw, dict) and isinstance(raw.get("preset"), str) and raw.get("preset") not in ("", None):
+        raw = apply_preset(raw, raw["preset"], key="preset", over=False)
     try:
         spec = AblationSpec.model_validate(raw)
     except ValidationError as err:
@@ -91,7 +137,27 @@ def parse_ablation(raw: dict, path: str = "") -> AblationSpec:
         raise ConfigError("tokenize.tokenizer", f"no tokenizer at {spec.tokenize.tokenizer!r} (or use `train`)")
     for index, variant in enumerate(spec.variants):
         variant_config(spec, variant, key=_named("variants", index, variant))  # names stages the base has
+    control = spec.control
+    if control.enabled:
+        for key in ("of", "removed_from"):
+            if getattr(control, key) is not None and getattr(control, key) not in names:
+                raise ConfigError(f"control.{key}", f"no variant {getattr(control, key)!r} (variants: {names})")
+        if control.name in names:
+            raise ConfigError("control.name", f"{control.name!r} is already a variant")
+        if (control.of or names[-1]) == (control.removed_from or names[0]):
+            if control.of is not None or control.removed_from is not None:
+                raise ConfigError("control", "`of` and `removed_from` must be two variants, one removing more")
+            # one variant: there is nothing the pipeline removed to degrade it with; no control
+            spec = spec.model_copy(update={"control": control.model_copy(update={"enabled": False})})
     return spec
+
+
+def control_variants(spec: AblationSpec) -> tuple[str, str] | None:
+    """(the variant degraded, the variant whose extra documents degrade it), or None without control."""
+    if not spec.control.enabled:
+        return None
+    names = [v.name for v in spec.variants if v.name != spec.control.name]  # the control may be appended already
+    return spec.control.of or names[-1], spec.control.removed_from or names[0]
 
 
 def _named(section: str, index: int, entry: VariantSpec | ReferenceSet) -> str:
