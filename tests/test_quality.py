@@ -287,8 +287,10 @@ def test_the_cutoff_is_global_and_the_same_for_1_or_16_shards_and_1_or_2_workers
             tokenizer = tk.load(tokenizer_dir / "tokenizer.json")
             weights = [len(tokenizer.encode(text, add_special_tokens=False).ids) for _, text, _ in first[0]]
             target = round(selection["weight_in"] * 0.3)
-            last = min(range(len(weights)), key=lambda i: first[0][i][2])  # the lowest score kept: the one that reached it
-            assert len({r[2] for r in first[0]}) == len(weights)  # no tie here, so `last` is that document
+            # the document that reached the target ranks lowest of those kept: by score, then the tie hash
+            docs = [Document(id=doc_id, url="", text=text) for doc_id, text, _ in first[0]]
+            keys = list(zip(rs.order_bits(np.array([r[2] for r in first[0]])).tolist(), rs.tie_bits(docs).tolist()))
+            last = min(range(len(weights)), key=lambda i: keys[i])
             assert sum(weights) == selection["weight_kept"] and sum(weights) - weights[last] < target <= sum(weights)
 
 
