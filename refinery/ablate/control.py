@@ -55,15 +55,26 @@ def build_control(spec: AblationSpec, out: Path, stems: list[str], log=print) ->
             kept_ids.add(row["id"])
             if not held_out_by_text(row["text"], fraction) and _draw(seed, "keep", row["id"]) < 1 - share:
                 kept_bytes += len(row["text"].encode("utf-8", "surrogatepass"))
+    removed: list[tuple[float, int]] = []  # (draw, bytes) of each removed document: no text is held
     for stem in stems:
         for row in _rows(documents_path(out, removed_from, stem)):
             if row["id"] not in kept_ids and not held_out_by_text(row["text"], fraction):
-                removed_bytes += len(row["text"].encode("utf-8", "surrogatepass"))
+                size = len(row["text"].encode("utf-8", "surrogatepass"))
+                removed.append((_draw(seed, "copies", row["id"]), size))
+                removed_bytes += size
     if removed_bytes == 0:
         raise ConfigError("control", f"{of} keeps every document of {removed_from}: nothing to degrade it with")
-    # each removed document goes in `repeats` times on average, so that removed text is `share` of
-    # the whole beside the documents of `of` that stay (chosen above by the same draw)
-    repeats = share / (1 - share) * kept_bytes / removed_bytes
+    # removed text must be `share` of the whole beside the documents of `of` that stay: every removed
+    # document goes in `whole` times, then one more copy of each in draw order until the target is
+    # reached (within one document), as quality_select's cut-off is
+    target = share / (1 - share) * kept_bytes
+    whole, rest = int(target // removed_bytes), target % removed_bytes
+    cut, filled = -1.0, 0
+    for draw, size in sorted(removed):
+        if filled >= rest:
+            break
+        cut, filled = draw, filled + size
+    repeats = target / removed_bytes
     written = {"documents": 0, "kept_bytes": 0, "removed_bytes": 0, "removed_documents": 0}
     for stem in stems:
         rows = [r for r in _rows(documents_path(out, of, stem))
@@ -72,7 +83,7 @@ def build_control(spec: AblationSpec, out: Path, stems: list[str], log=print) ->
         for row in _rows(documents_path(out, removed_from, stem)):
             if row["id"] in kept_ids or held_out_by_text(row["text"], fraction):
                 continue
-            copies = int(repeats) + (_draw(seed, "copies", row["id"]) < repeats % 1)
+            copies = whole + (_draw(seed, "copies", row["id"]) <= cut)
             rows += [row] * copies
             written["removed_bytes"] += copies * len(row["text"].encode("utf-8", "surrogatepass"))
             written["removed_documents"] += copies > 0
