@@ -60,6 +60,11 @@ def score_documents(model_dir: str, folder: str, set_name: str, seq_len: int, ma
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
     tokenizer = tk.load(Path(model_dir) / "tokenizer.json")
+    def nats(batch: list[np.ndarray]) -> float:
+        x = torch.as_tensor(np.stack(batch))
+        logits = model(input_ids=x[:, :-1]).logits.float()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum").item()
+
     bits, sizes = [], []
     with torch.no_grad():
         for tokens in document_tokens(folder):
@@ -68,16 +73,9 @@ def score_documents(model_dir: str, folder: str, set_name: str, seq_len: int, ma
             if len(tokens) < 2:
                 continue
             windows = [tokens[s:s + seq_len + 1] for s in range(0, len(tokens) - 1, seq_len)]
-            nats = 0.0
             full = [w for w in windows if len(w) == seq_len + 1]
-            for start in range(0, len(full), batch_size):
-                x = torch.as_tensor(np.stack(full[start:start + batch_size]))
-                logits = model(input_ids=x[:, :-1]).logits.float()
-                nats += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum").item()
-            for w in (w for w in windows if len(w) < seq_len + 1):
-                x = torch.as_tensor(w[None, :])
-                logits = model(input_ids=x[:, :-1]).logits.float()
-                nats += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum").item()
-            bits.append(nats / math.log(2))
+            total = sum(nats(full[start:start + batch_size]) for start in range(0, len(full), batch_size))
+            total += sum(nats([w]) for w in windows if len(w) < seq_len + 1)  # the last, shorter one
+            bits.append(total / math.log(2))
             sizes.append(len(tokenizer.decode(tokens[1:].tolist(), skip_special_tokens=False).encode("utf-8")))
     return DocumentScores(set=set_name, bits=bits, bytes=sizes)

@@ -151,21 +151,15 @@ def find_cutoff(config: PipelineConfig, shards: list[InputShard], out: Path, eng
         prefix.append(chosen)
         above = above_next
     hi, lo = rs.key_from_bins(prefix)
-    value = float(np.array([hi ^ (1 << 63) if hi >> 63 else ~hi & ((1 << 64) - 1)], dtype=np.uint64).view(np.float64)[0])
-    summary.update({"cutoff": {"hi": hi, "lo": lo, "value": value, "percentiles": percentiles_path is not None},
+    summary.update({"cutoff": {"hi": hi, "lo": lo, "value": rs.value_of(hi), "percentiles": percentiles_path is not None},
                     "weight_kept": kept_weight, "kept_share": round(kept_weight / total, 6)})
     write_json_atomic(cutoff_file(out), summary)
     return {**summary, "rounds_seconds": round(time.perf_counter() - started, 3)}
 
 
-@dataclass
-class Cutoff(rs.Cutoff):
-    percentiles: np.ndarray | None = None
-
-
-def read_cutoff(out: Path) -> Cutoff | None:
+def read_cutoff(out: Path) -> rs.Cutoff | None:
     stored = json.loads(cutoff_file(out).read_text())
     if stored["cutoff"] is None:
         return None
     percentiles = np.load(select_folder(out) / "percentiles.npy") if stored["cutoff"]["percentiles"] else None
-    return Cutoff(stored["cutoff"]["hi"], stored["cutoff"]["lo"], stored["target"], stored["weight_in"], percentiles)
+    return rs.Cutoff(stored["cutoff"]["hi"], stored["cutoff"]["lo"], stored["target"], stored["weight_in"], percentiles)

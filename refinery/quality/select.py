@@ -34,6 +34,12 @@ def order_bits(values: np.ndarray) -> np.ndarray:
     return np.where(negative, ~bits, bits | np.uint64(1 << 63))
 
 
+def value_of(bits: int) -> float:
+    """The float64 whose order_bits are ``bits`` (the inverse of :func:`order_bits`)."""
+    raw = bits ^ (1 << 63) if bits >> 63 else ~bits & ((1 << 64) - 1)
+    return float(np.array([raw], dtype=np.uint64).view(np.float64)[0])
+
+
 def order_bits32(values: np.ndarray) -> np.ndarray:
     values = np.where(np.isnan(values), -np.inf, values).astype(np.float32) + np.float32(0.0)
     bits = values.view(np.uint32)
@@ -108,6 +114,7 @@ class Cutoff:
     lo: int
     target: int
     total: int
+    percentiles: np.ndarray | None = None  # several scores: each one's mid-rank table (combined_values)
 
     def keeps(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         return (hi > np.uint64(self.hi)) | ((hi == np.uint64(self.hi)) & (lo >= np.uint64(self.lo)))
