@@ -141,6 +141,20 @@ def test_held_out_documents_are_never_trained_on(ablation):
     assert documents(out / "eval" / "reference") == expected
 
 
+def test_records_all_makes_every_curated_record_an_eval_document(ablation, tmp_path):
+    from refinery.ablate.spec import ReferenceSet
+    from refinery.ablate.tokenize import tokenize_reference
+
+    tmp, out, _ = ablation
+    path = str(tmp / "reference.jsonl")
+    records = [json.loads(line) for line in (tmp / "reference.jsonl").read_text().splitlines()]
+    every = tokenize_reference("every", path, ReferenceSet(name="every", paths=[path], records="all"), 0.2,
+                               str(out / "tokenizer"), str(tmp_path))
+    part = tokenize_reference("part", path, ReferenceSet(name="part", paths=[path]), 0.2,
+                              str(out / "tokenizer"), str(tmp_path))
+    assert every.records == every.documents == len([r for r in records if r["text"]]) > part.documents > 0
+
+
 def test_a_second_run_reuses_finished_work(ablation):
     tmp, out, _ = ablation
     before = json.loads((out / "ablation.json").read_text())
@@ -180,6 +194,7 @@ def test_a_killed_tokenization_resumes_without_redoing_finished_shards(ablation)
     ({"variants": [{"name": "raw", "stages": ["extract", "no_such_stage"]}, {"name": "refined"}]},
      "variants[0] (raw).stages"),
     ({"eval": [{"name": "web", "variant": "nope"}]}, "eval[0] (web).variant"),
+    ({"eval": [{"name": "web", "variant": "refined", "records": "all"}]}, "eval[0] (web)"),
     ({"train": {"seed": 3}}, "train.seed"),
     ({"seeds": []}, "seeds"),
     ({"model": {"hidden_size": 30, "heads": 4}}, "model.heads"),

@@ -11,7 +11,7 @@ refined: plus dedup). `refinery ablate` then:
    held out from all variants or from none;
 3. trains one tokenizer (on the first variant's train part) or takes the configured one;
 4. tokenizes each variant's train part into ``OUTPUT/variants/NAME/tokens/``, and each eval set
-   into ``OUTPUT/eval/SET/``: the held-out documents of a variant, or the held-out part of
+   into ``OUTPUT/eval/SET/``: the held-out documents of a variant, or the held-out part (or all) of
    curated reference files (split by record id, as a mix's ``heldout_fraction`` splits them);
    one task per input shard or file;
 5. trains the model of ``model``/``train`` on every variant with every seed, at the same token

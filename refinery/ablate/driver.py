@@ -95,7 +95,8 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
             for v in spec.variants}
     eval_sets = {e.name: {"documents": 0, "tokens": 0,
                           "source": f"held-out documents of {e.variant}" if e.variant else
-                          f"held-out part of {', '.join(e.paths)}"} for e in spec.eval}
+                          f"{'every record' if e.records == 'all' else 'held-out part'} of {', '.join(e.paths)}"}
+                 for e in spec.eval}
     for result in results:
         if isinstance(result, ShardSplit):
             for name, parts in result.variants.items():

@@ -28,13 +28,20 @@ class ReferenceSet(_Strict):
     name: PathName  # OUTPUT/eval/NAME
     variant: str | None = None  # the held-out documents of this variant
     paths: list[str] | None = None  # or the held-out part of curated files (JSONL(.gz), Parquet)
+    # "all": every record of `paths` is an eval document. Right when no variant's training text
+    # comes from these files (a plain crawl ablation); "heldout" keeps the records a mix or a
+    # quality classifier leaves out (split by record id).
+    records: Literal["heldout", "all"] = "heldout"
     text_field: str = "text"
     id_field: str = "id"
     format: Literal["plain", "code", "chat"] = "plain"
 
     @model_validator(mode="after")
     def _one_kind(self):
-        return exactly_one(self, "variant", "paths", "give either `variant` (its held-out documents) or `paths` (curated files)")
+        exactly_one(self, "variant", "paths", "give either `variant` (its held-out documents) or `paths` (curated files)")
+        if self.variant and "records" in self.model_fields_set:
+            raise ValueError("`records` is only for curated `paths`; a variant's eval set is its held-out part")
+        return self
 
 
 class AblationTokenizer(_Strict):

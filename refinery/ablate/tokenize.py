@@ -96,7 +96,8 @@ def tokenize_shard(stem: str, spec: AblationSpec, tokenizer_path: str, out_dir: 
 
 def tokenize_reference(name: str, path: str, reference: ReferenceSet, fraction: float, tokenizer_path: str,
                        out_dir: str) -> ReferenceTokens:
-    """The held-out records of one curated file (split by record id) into ``OUTPUT/eval/NAME/``."""
+    """The held-out records of one curated file (split by record id), or all of them
+    (``records: all``), into ``OUTPUT/eval/NAME/``."""
     from refinery import tokenizer as tk
     from refinery.io import InputShard
     from refinery.mix import SourceSpec, curated_texts
@@ -107,7 +108,7 @@ def tokenize_reference(name: str, path: str, reference: ReferenceSet, fraction: 
     records, texts = 0, []
     for record_id, text in curated_texts(path, source):
         records += 1
-        if text and held_out_by_record_id(record_id, fraction):
+        if text and (reference.records == "all" or held_out_by_record_id(record_id, fraction)):
             texts.append(text)
     tokens = write_token_file(Path(out_dir) / "eval" / name, InputShard.for_path(path).shard_id,
                               tk.load(tokenizer_path), texts)
