@@ -44,6 +44,8 @@ Usage:
   .venv/bin/python benchmarks/map_phase.py --limit 40            # smoke run, under a minute
   .venv/bin/python benchmarks/map_phase.py --repeat 3 --json benchmarks/results/map_phase.json
   .venv/bin/python benchmarks/map_phase.py --pipeline mdr --repeat 2 --json benchmarks/results/map_phase_mdr.json
+  .venv/bin/python benchmarks/map_phase.py --pipeline mdr --extractor fast --engines refinery-noprefilter,datatrove \
+      --repeat 3 --json benchmarks/results/map_phase_mdr_fast.json   # refinery with the fast extractor
 
 Besides throughput, the summary gives each engine's post-extraction share: the seconds of every step
 other than the reader, extraction and the writer (url_filter, language ID, Gopher filters, line_filter),
@@ -84,7 +86,7 @@ OFFLINE_ENV = {"TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "", "HF_HUB_OFFLINE": "1"}
 # ---------------------------------------------------------------------------------------------
 
 def map_phase_config(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str = "backbone",
-                     prefilter: bool = True, **run):
+                     prefilter: bool = True, extractor: str | None = None, **run):
     """backbone: configs/english.yaml cut down to the map phase, its extract and language_id settings
     in that order and none of the other stages (url_filter, quality filters, ...).
     mdr: configs/english.yaml's stage list as is (checked against MDR_STAGES), without
@@ -103,6 +105,10 @@ def map_phase_config(paths: list[str], out: str, workers: int, limit: int | None
         raise SystemExit(f"{CONFIG} has stages {found}, expected {list(expected)} for --pipeline {pipeline}")
     if not prefilter:
         raw["stages"] = [entry for entry in raw["stages"] if next(iter(entry)) != PREFILTER]
+    if extractor:  # --extractor: refinery's extract stage with another extractor, settings otherwise as configured
+        for entry in raw["stages"]:
+            if next(iter(entry)) == "extract":
+                entry["extract"] = {**(entry["extract"] or {}), "extractor": extractor}
     config = parse_config(raw, str(CONFIG))
     return with_overrides(config, inputs=paths, output=out, workers=workers, limit=limit, **run)
 
@@ -113,12 +119,12 @@ def _extract_docs_in(steps: list[dict]) -> int:
 
 
 def _child_refinery(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str,
-                    prefilter: bool = True) -> dict:
+                    extractor: str | None = None, prefilter: bool = True) -> dict:
     from refinery.engine.output import claim_output
     from refinery.io import expand_inputs
     from refinery.pipeline.run import execute
 
-    config = map_phase_config(paths, out, workers, limit, pipeline, prefilter, dashboard=False)
+    config = map_phase_config(paths, out, workers, limit, pipeline, prefilter, extractor, dashboard=False)
     shards = expand_inputs(config.spec.input.paths)
     with claim_output(out, force=True):
         started = time.perf_counter()
@@ -138,7 +144,8 @@ def _child_refinery(paths: list[str], out: str, workers: int, limit: int | None,
     }
 
 
-def _child_refinery_pool(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str) -> dict:
+def _child_refinery_pool(paths: list[str], out: str, workers: int, limit: int | None, pipeline: str,
+                         extractor: str | None = None) -> dict:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -146,7 +153,7 @@ def _child_refinery_pool(paths: list[str], out: str, workers: int, limit: int | 
     from refinery.pipeline.chain import run_shard
     from refinery.stats import StageStats, sum_stage_stats
 
-    config = map_phase_config(paths, out, workers, limit, pipeline)
+    config = map_phase_config(paths, out, workers, limit, pipeline, extractor=extractor)
     shards = expand_inputs(config.spec.input.paths)
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver")) as pool:
@@ -160,9 +167,9 @@ def _child_refinery_pool(paths: list[str], out: str, workers: int, limit: int | 
     ]
     return {
         "wall_s": wall,
-        "records": sum(r["records"] for r in results),
+        "records": sum(r.records for r in results),
         "docs_in": _extract_docs_in(steps),
-        "docs_out": sum(r["documents"] for r in results),
+        "docs_out": sum(r.documents for r in results),
         "steps": steps,
     }
 
@@ -390,6 +397,8 @@ def run_child(engine: str, args, paths: list[str], records: int) -> dict:
            "--workers", str(args.workers), "--pipeline", args.pipeline, "--result", result_path, "--input", *paths]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
+    if args.extractor:
+        cmd += ["--extractor", args.extractor]
     env = {**os.environ, **OFFLINE_ENV, "PYTHONWARNINGS": "ignore"}
     result = run_measured(cmd, env, os.path.join(out, "child.log"), result_path, engine)
     if result["records"] is None:
@@ -517,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="backbone: reader, extract, language_id (default); mdr: configs/english.yaml's "
                              "whole stage list, datatrove with URLFilter and the Gopher filters")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for every engine (default 2)")
+    parser.add_argument("--extractor", choices=("trafilatura", "fast", "union", "resiliparse"),
+                        help="refinery's extractor (default: the config's, trafilatura); datatrove keeps trafilatura")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma list of {', '.join(ENGINES)}")
     parser.add_argument("--json", metavar="PATH", help="also write all figures as JSON")
     parser.add_argument("--keep-tmp", action="store_true", help="keep each run's output folder")
@@ -534,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         os.environ.update(OFFLINE_ENV)
         sys.path.insert(0, str(ROOT))
-        result = CHILDREN[args.child](paths, args.out, args.workers, args.limit, args.pipeline)
+        extra = {"extractor": args.extractor} if args.child.startswith("refinery") else {}
+        result = CHILDREN[args.child](paths, args.out, args.workers, args.limit, args.pipeline, **extra)
         Path(args.result).write_text(json.dumps(result, indent=2))
         return 0
 
@@ -570,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": {"refinery": __version__, "datatrove": datatrove.__version__
                          if hasattr(datatrove, "__version__") else "0.10.1", "trafilatura": trafilatura.__version__},
             "git": _git_state(),
-            "pipeline": args.pipeline,
+            "pipeline": args.pipeline, "extractor": args.extractor or "trafilatura",
             "inputs": paths, "limit": args.limit, "repeat": args.repeat, "workers": args.workers,
             "summary": summary, "runs": runs, "table_markdown": table,
         }

@@ -1,154 +1,78 @@
 """refinery's fast main-text extractor (`extract.extractor: fast`), used by stages/html_extract.py.
 
-resiliparse parses the page and does the text conversion in C; this module only decides what to skip
-and which output lines to keep. Each rule was measured with benchmarks/extraction_quality.py:
+resiliparse parses the page and converts it to text blocks in C (refinery/extract/blocks.py); a
+logistic model over cheap block features (refinery/extract/model.py, shipped as
+refinery/models/fast_blocks.json) keeps each block whose probability of being main text reaches
+the model's threshold. The model is trained by benchmarks/train_extractor.py on trafilatura's
+evaluation set; docs/EXTRACTION.md has its provenance and its site-held-out scores.
 
-1. Article container. The first element, in selector order, that matches a common article marker
-   (schema.org articleBody, entry-content, article, main, ...) and holds at least 30% of the page's
-   text becomes the container; everything beside it and its ancestors is skipped.
-2. Boilerplate elements. nav/aside/footer/figure/form and elements whose class or id names a
-   boilerplate part (related, comment, newsletter, caption, author, ...) are skipped, but never the
-   container or its ancestors. If the class rules cost more than 35% of the text, the page is kept
-   without them: a page-wide wrapper class such as "has-sidebar" must not cost the article.
-3. Block rules, in the spirit of jusText's context-sensitive classification, on resiliparse's
-   minimal-HTML lines: a line is bad (over 30% link text, or a short credit or caption line), good (10 or more words,
-   or 5 ending like a sentence), a heading, a list item or short. Good lines stay; short lines stay
-   only between good ones, list items next to one, headings only before one.
-
-All selection goes through CSS (`query_selector`, `skip_elements`) and attributes set on a handful of
-nodes: indexing a resiliparse node collection costs time in proportion to the whole document.
+`extract.extractor: union` keeps a block when the model or trafilatura keeps it, and runs
+trafilatura only on pages where the model is unsure: where blocks whose probability lies inside
+``band`` hold at least ``unsure_share`` of the page's text.
 """
 
 from __future__ import annotations
 
-import html as html_entities
 import re
 
-
-ARTICLE_SELECTORS = (
-    "[itemprop=articleBody]", "[class*=entry-content]", "[class*=post-content]", "[class*=article-body]",
-    "[class*=article__body]", "[class*=articleBody]", "[class*=article-content]", "[class*=story-body]",
-    "[class*=post-body]", "[class*=story-content]", "[class*=blog-content]", "[class*=post-entry]",
-    "[class*=main-content]", "article", "main", "[role=main]", "#content", "[id*=content]",
-)
-MIN_CONTAINER_SHARE = 0.3
-MIN_CONTAINER_CHARS = 200
-BOILERPLATE_TAGS = ("nav", "aside", "footer", "figure", "form", "[role=navigation]", "[role=complementary]",
-                    "[role=contentinfo]")
-BOILERPLATE_NAMES = (
-    "related", "share", "sharing", "social", "comment", "newsletter", "subscribe", "sidebar", "widget",
-    "breadcrumb", "tags", "promo", "advert", "cookie", "paywall", "caption", "credit", "author", "byline",
-    "teaser", "recommend", "popular", "footer", "menu", "banner", "recirc", "readmore", "read-more", "outbrain",
-    "taboola", "disqus", "rating", "print", "toolbar", "pagination", "pager", "copyright", "disclaimer",
-    "infobox", "signup", "login", "donate", "follow", "gallery", "carousel",
-)
-MIN_KEPT_BY_NAME_RULES = 0.65
-MAX_LINK_SHARE = 0.3
-GOOD_WORDS = 10
-
-CONTAINER, ON_PATH = "data-refinery-container", "data-refinery-path"
-_OUTSIDE = f":not([{ON_PATH}]):not([{CONTAINER}])"
-_ANY_ARTICLE = ", ".join(ARTICLE_SELECTORS)
-_BESIDE_CONTAINER = f"[{ON_PATH}] > {_OUTSIDE}"
-_TAG_SKIPS = [tag + _OUTSIDE for tag in BOILERPLATE_TAGS]
-_NAME_SKIPS = [f"[class*={name} i]{_OUTSIDE}, [id*={name} i]{_OUTSIDE}" for name in BOILERPLATE_NAMES]
-
-_TAG = re.compile(r"<[^>]+>")
-_LINK = re.compile(r"<a\b[^>]*>(.*?)</a>", re.S)
-_SENTENCE_END = re.compile(r"[.!?:;\"”»。！？…)]$")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
-_CREDIT = re.compile(r"^(©|\(c\)|copyright\b|fotos?\b|bild\b|photo\b|image\b|credits?\b|quelle\b|source\b"
-                     r"|abbildung\b|abb\.|fig\.|figure\b)", re.I)  # credits and captions outside <figure>
-_MAX_CREDIT_WORDS = 15
+_SPACES = re.compile(r"\s+")
+MIN_SUBSTRING_CHARS = 40  # a shorter block must be a whole line of trafilatura's text to count as kept by it
 
 
 def extract_fast(html: str) -> str:
-    """Main text of one page, lines joined by newlines; "" when the page has no body."""
-    from resiliparse.parse.html import HTMLTree  # here, so that listing the stages loads no parser
+    """Main text of one page, blocks joined by newlines; "" when the page has no body."""
+    from refinery.extract.blocks import parse_page
+    from refinery.extract.model import load_model
 
-    try:
-        tree = HTMLTree.parse(html)
-    except UnicodeEncodeError:  # lone surrogates from a broken decode: replace them, as a browser would
-        tree = HTMLTree.parse(html.encode("utf-8", "replace").decode("utf-8"))
-    body = tree.body
-    if body is None:
+    page = parse_page(html)
+    if page is None or not len(page):
         return ""
-    skips = []
-    if _mark_container(body):
-        skips.append(_BESIDE_CONTAINER)
-    skips += _TAG_SKIPS
-    text = _keep_lines(_minimal_html(tree, skips + _NAME_SKIPS))
-    without_name_rules = _keep_lines(_minimal_html(tree, skips))
-    if len(text) < MIN_KEPT_BY_NAME_RULES * len(without_name_rules):
-        return without_name_rules
-    return text
+    model = load_model()
+    keep = model.probabilities(page) >= model.threshold
+    return "\n".join(text for text, kept in zip(page.texts, keep) if kept)
 
 
-def _mark_container(body) -> bool:
-    """Marks the article container and its ancestors; False when the page has none."""
-    if body.query_selector(_ANY_ARTICLE) is None:  # one pass over the page instead of one per selector
-        return False
-    min_chars = max(MIN_CONTAINER_CHARS, MIN_CONTAINER_SHARE * len(body.text or ""))
-    for selector in ARTICLE_SELECTORS:
-        element = body.query_selector(selector)
-        if element is not None and len(element.text or "") >= min_chars:
-            element.setattr(CONTAINER, "")
-            parent = element.parent
-            while parent is not None and parent.tag not in ("html", "#document"):
-                parent.setattr(ON_PATH, "")
-                parent = parent.parent
-            return True
-    return False
+def extract_union(html: str, url: str, favor_precision: bool, include_tables: bool, include_comments: bool,
+                  band: tuple[float, float], unsure_share: float) -> str:
+    """The learned model's blocks, plus trafilatura's on pages where the model is unsure."""
+    from refinery.extract.blocks import parse_page
+    from refinery.extract.model import load_model
+
+    page = parse_page(html)
+    if page is None or not len(page):
+        return ""
+    model = load_model()
+    probabilities = model.probabilities(page)
+    keep = probabilities >= model.threshold
+    if is_unsure(page.chars, probabilities, band, unsure_share):
+        keep |= kept_by(page.texts, trafilatura_text(html, url, favor_precision, include_tables, include_comments))
+    return "\n".join(text for text, kept in zip(page.texts, keep) if kept)
 
 
-def _minimal_html(tree, skips: list[str]) -> str:
-    from resiliparse.extract.html2text import extract_plain_text
+def kept_by(texts: list[str], theirs: str):
+    """Which blocks another extractor's text keeps: a whole line of it, or (40 characters or
+    more) a part of it, after whitespace is normalised."""
+    import numpy as np
 
-    return extract_plain_text(tree, preserve_formatting="minimal_html", main_content=True, alt_texts=False,
-                              links=True, list_bullets=True, comments=False, skip_elements=skips) or ""
-
-
-def _keep_lines(minimal_html: str) -> str:
-    blocks = [block for line in minimal_html.split("\n") if (block := _classify(line)) is not None]
-    kinds = [kind for _, kind in blocks]
-    before = _nearest_decided(kinds)
-    after = _nearest_decided(kinds[::-1])[::-1]
-    kept = []
-    for (text, kind), previous, following in zip(blocks, before, after):
-        if kind == "good":
-            kept.append(text)
-        elif kind == "short" and previous == "good" == following:
-            kept.append(text)
-        elif kind == "item" and "good" in (previous, following):
-            kept.append(text)
-        elif kind == "heading" and following == "good":
-            kept.append(text)
-    return "\n".join(kept)
+    lines = {normalise(line) for line in theirs.splitlines()}
+    whole = normalise(theirs)
+    mine = [normalise(text) for text in texts]
+    return np.array([m in lines or (len(m) >= MIN_SUBSTRING_CHARS and m in whole) for m in mine], dtype=bool)
 
 
-def _nearest_decided(kinds: list[str]) -> list[str | None]:
-    """For each line, the kind of the nearest good or bad line before it (None if there is none).
-    One pass, so a page of many short lines costs linear time."""
-    nearest, last = [], None
-    for kind in kinds:
-        nearest.append(last)
-        if kind in ("good", "bad"):
-            last = kind
-    return nearest
+def is_unsure(chars, probabilities, band: tuple[float, float], unsure_share: float) -> bool:
+    """Blocks with a probability inside ``band`` hold at least ``unsure_share`` of the page's text."""
+    unsure = (probabilities >= band[0]) & (probabilities <= band[1])
+    return chars[unsure].sum() >= unsure_share * max(int(chars.sum()), 1)
 
 
-def _classify(line: str) -> tuple[str, str] | None:
-    text = html_entities.unescape(_TAG.sub("", line)).strip()
-    if not text:
-        return None
-    link_chars = sum(len(html_entities.unescape(_TAG.sub("", link))) for link in _LINK.findall(line))
-    words = len(text.split())
-    if link_chars > MAX_LINK_SHARE * len(text) or (words < _MAX_CREDIT_WORDS and _CREDIT.match(text)):
-        return text, "bad"
-    markup = line.lstrip()
-    if markup.startswith("<h"):
-        return text, "heading"
-    size = max(words, len(_CJK.findall(text)) // 2)  # CJK has no spaces; two characters count as a word
-    if size >= GOOD_WORDS or (size >= GOOD_WORDS // 2 and _SENTENCE_END.search(text)):
-        return text, "good"
-    return text, "item" if markup.startswith("<li") or "\t" in text else "short"
+def normalise(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def trafilatura_text(html: str, url: str, favor_precision: bool, include_tables: bool, include_comments: bool) -> str:
+    """trafilatura's main text; deduplicate off (its cache spans documents: output would depend on order)."""
+    import trafilatura
+
+    return trafilatura.extract(html, url=url or None, favor_precision=favor_precision, include_comments=include_comments,
+                               include_tables=include_tables, deduplicate=False, with_metadata=False) or ""

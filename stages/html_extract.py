@@ -1,11 +1,12 @@
 """Main-text extraction from HTML: trafilatura (RefinedWeb's choice), refinery's fast extractor
-(resiliparse plus boilerplate rules, stages/fast_extractor.py) or plain resiliparse main content."""
+(resiliparse blocks kept by a learned classifier, stages/fast_extractor.py), their union, or plain
+resiliparse main content."""
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from refinery.document import Document, Drop
 from refinery.html_bounds import tag_depth
@@ -13,10 +14,11 @@ from refinery.sandbox import SandboxCrashed, SandboxTimeout, shared_sandbox
 from refinery.stage import Stage, StageConfig
 
 MAX_TIMEOUT_S = 3600.0
+UNION_BAND, UNION_UNSURE_SHARE = (0.2, 0.8), 0.2
 
 
 class ExtractConfig(StageConfig):
-    extractor: Literal["trafilatura", "fast", "resiliparse"] = "trafilatura"
+    extractor: Literal["trafilatura", "fast", "union", "resiliparse"] = "trafilatura"
     # "process" isolates the extractor in a child process so timeouts and crashes drop one
     # document; "inline" is faster to debug but has no time bound.
     isolation: Literal["process", "inline"] = "process"
@@ -35,30 +37,34 @@ class ExtractConfig(StageConfig):
     # longer texts are dropped (text_too_long): every later stage's cost grows with the text, and
     # a real article is far shorter (gopher_repetition takes ~0.5 s on 1 M characters)
     max_text_chars: int = Field(default=1_000_000, ge=1, le=100_000_000)
+    # union: trafilatura runs on a page when the fast model's blocks with a probability inside
+    # union_band hold at least union_unsure_share of its text (docs/EXTRACTION.md, "Union")
+    union_band: tuple[float, float] = UNION_BAND
+    union_unsure_share: float = Field(default=UNION_UNSURE_SHARE, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _band(self):
+        low, high = self.union_band
+        if not 0 <= low <= high <= 1:
+            raise ValueError("union_band must be [low, high] with 0 <= low <= high <= 1")
+        return self
 
 
 def extract_text(html: str, url: str, extractor: str, favor_precision: bool,
-                 include_tables: bool, include_comments: bool) -> str:
+                 include_tables: bool, include_comments: bool, union_band: tuple[float, float] = UNION_BAND,
+                 union_unsure_share: float = UNION_UNSURE_SHARE) -> str:
     """Pure function run in the sandbox; returns "" when nothing was extracted."""
+    from refinery.stages import fast_extractor
+
     if extractor == "trafilatura":
-        import trafilatura
-
-        # deduplicate stays off: trafilatura's cache spans documents, which would make output
+        # deduplicate stays off there: trafilatura's cache spans documents, which would make output
         # depend on the order in which a worker sees them. Dedup is refinery's own stage.
-        text = trafilatura.extract(
-            html,
-            url=url or None,
-            favor_precision=favor_precision,
-            include_comments=include_comments,
-            include_tables=include_tables,
-            deduplicate=False,
-            with_metadata=False,
-        )
-        return text or ""
+        return fast_extractor.trafilatura_text(html, url, favor_precision, include_tables, include_comments)
     if extractor == "fast":
-        from refinery.stages.fast_extractor import extract_fast
-
-        return extract_fast(html)
+        return fast_extractor.extract_fast(html)
+    if extractor == "union":
+        return fast_extractor.extract_union(html, url, favor_precision, include_tables, include_comments,
+                                            union_band, union_unsure_share)
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
@@ -76,7 +82,8 @@ class HtmlExtract(Stage):
     def setup(self) -> None:
         c = self.config
         self._kwargs = dict(extractor=c.extractor, favor_precision=c.favor_precision,
-                            include_tables=c.include_tables, include_comments=c.include_comments)
+                            include_tables=c.include_tables, include_comments=c.include_comments,
+                            union_band=tuple(c.union_band), union_unsure_share=c.union_unsure_share)
         self._sandbox = None
         if c.isolation == "process":
             self._sandbox = shared_sandbox("refinery.stages.html_extract:extract_text", self._kwargs, c.timeout_s)

@@ -1,16 +1,29 @@
-"""refinery's fast extractor (stages/fast_extractor.py): each rule on a page built for it, and its
-quality on real pages of trafilatura's evaluation set against plain resiliparse."""
+"""refinery's fast extractor: resiliparse blocks kept by a learned classifier
+(stages/fast_extractor.py, refinery/extract/). What a block's features see, how blocks are
+labelled, that training is reproducible, union mode, odd pages, and the site-held-out quality on
+the shared pages against trafilatura favor_precision."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 
+import numpy as np
 import pytest
-
-from refinery.stages.fast_extractor import extract_fast
-from refinery.stages.html_extract import extract_text
+from pydantic import ValidationError
+from refinery.stages.fast_extractor import extract_fast, extract_union, kept_by
+from refinery.stages.html_extract import ExtractConfig, extract_text
 from support import REPO, shared_path
+
+from refinery.extract.blocks import parse_page
+from refinery.extract.model import BlockModel, load_model
+from refinery.extract.training import (
+    LabelledPage,
+    block_labels,
+    site_fold,
+    site_of,
+    train_model,
+)
 
 ARTICLE = [
     "The harbour committee published its long awaited report on the northern ferry on Tuesday evening, "
@@ -20,60 +33,101 @@ ARTICLE = [
     "A second meeting is planned for the spring, when the committee will present detailed drawings of "
     "the new landing stage and answer the letters that residents send to the town office before March.",
 ]
-
-
-def page(article: str, around: str = "", wrapper_class: str = "") -> str:
-    return (f'<html><body><div class="{wrapper_class}"><header><a href="/">Harbour Town</a></header>'
-            f"{around}<article>{article}</article>{around}</div></body></html>")
+MENU = "<ul>" + "".join(f"<li><a href='/{w}'>{w}</a></li>" for w in ("Home", "News", "Sport", "Weather")) + "</ul>"
 
 
 def paragraphs(texts=ARTICLE) -> str:
     return "".join(f"<p>{text}</p>" for text in texts)
 
 
-def test_the_article_is_kept_and_what_surrounds_it_is_not():
-    around = "<div class='teaser'><p>" + "Another story about the town council and its plans for the park. " * 3 + "</p></div>"
-    text = extract_fast(page("<h1>Ferry timetable</h1>" + paragraphs(), around))
-    assert text.splitlines() == ["Ferry timetable"] + ARTICLE
-    assert "council" not in text
+def news_page(inside: str = "") -> str:
+    return (f"<html><body><header>{MENU}</header><main><h1>Ferry timetable</h1>{paragraphs(ARTICLE[:2])}{inside}"
+            f"{paragraphs(ARTICLE[2:])}</main><footer><p>© 2024 Harbour Town News. All rights reserved.</p>"
+            "<p><a href='/imprint'>Imprint</a> | <a href='/privacy'>Privacy</a></p></footer></body></html>")
 
 
-def test_boilerplate_class_names_inside_the_article_are_skipped():
-    inside = (paragraphs(ARTICLE[:2]) + "<div class='related-posts'><p>" + "Read our story about the old lighthouse keeper. " * 3
-              + "</p></div><div id='comments'><p>" + "Great article, thanks for writing it so clearly for us. " * 2
-              + "</p></div>" + paragraphs(ARTICLE[2:]))
-    text = extract_fast(page(inside))
-    assert text.splitlines() == ARTICLE
+def test_the_article_is_kept_and_menus_footer_and_comments_are_not():
+    comments = "<div id='comments'><p>Great article, thanks!</p><p>Me too, see you at the meeting.</p></div>"
+    lines = extract_fast(news_page(comments)).splitlines()
+    assert all(paragraph in lines for paragraph in ARTICLE)
+    assert not any(word in "\n".join(lines) for word in ("Imprint", "Privacy", "Sport", "Great article", "©"))
 
 
-def test_a_wrapper_class_that_names_boilerplate_does_not_cost_the_article():
-    # "has-sidebar" on the page wrapper matches the "sidebar" rule; the container and its ancestors are safe
-    assert extract_fast(page(paragraphs(), wrapper_class="layout has-sidebar")).splitlines() == ARTICLE
-    # without a container the rule would remove everything, so the page is kept without the name rules
-    no_container = f"<html><body><div class='has-sidebar'>{paragraphs()}</div></body></html>"
-    assert extract_fast(no_container).splitlines() == ARTICLE
+def test_each_block_knows_whether_the_rules_keep_it():
+    beside = "<div class='sidebar-box'><p>" + "Another story about the town council and its plans for the park. " * 3 + "</p></div>"
+    related = "<div class='teaser'><p>" + "Read our long story about the old lighthouse keeper and his dog. " * 3 + "</p></div>"
+    html = (f"<html><body><div>{beside}<div class='entry-content'>{paragraphs(ARTICLE[:2])}{related}"
+            f"{paragraphs(ARTICLE[2:])}</div></div></body></html>")
+    page = parse_page(html)
+    kept = {text[:20]: int(rules) for text, rules in zip(page.texts, page.rules)}
+    assert page.has_container
+    assert kept["Another story about "] == 0  # beside the article container
+    assert kept["Read our long story "] == 0  # in it, but in a block named "teaser"
+    assert all(kept[paragraph[:20]] == 1 for paragraph in ARTICLE)
+    assert page.words[page.texts.index(ARTICLE[0])] == len(ARTICLE[0].split())
 
 
-def test_link_lists_credits_and_lone_headings_are_dropped():
-    article = (paragraphs(ARTICLE[:2]) + "<p>© Harbour Photo Agency</p>"
-               + "<p><a href='/a'>Ferry news</a> | <a href='/b'>Island news</a> | <a href='/c'>Weather</a></p>"
-               + paragraphs(ARTICLE[2:]) + "<h2>More from the harbour</h2><p><a href='/d'>Pier repairs begin next spring</a></p>")
-    assert extract_fast(page(article)).splitlines() == ARTICLE
+def test_blocks_are_labelled_by_snippet_containment():
+    page = parse_page("<html><body><article>" + paragraphs() + "<p>Share this story</p></article></body></html>")
+    spanning = ARTICLE[0][-30:] + " " + ARTICLE[1][:30]  # one `with` snippet across two blocks
+    labels = block_labels(page, {"with": [spanning], "without": ["Share this", "not on the page"]})
+    assert labels.tolist() == [1, 1, -1, 0]
+    both = block_labels(page, {"with": [ARTICLE[2][:40]], "without": [ARTICLE[2][50:90]]})
+    assert both.tolist() == [-1, -1, -1, -1]  # a block with both kinds of snippet is left out
 
 
-def test_short_lines_stay_between_good_ones_and_list_items_next_to_one():
-    article = (paragraphs(ARTICLE[:1]) + "<p>Island prices</p><p>Return fare £12</p>" + paragraphs(ARTICLE[1:2])
-               + "<ol><li>Two onions</li><li>A cup of rice</li></ol>" + paragraphs(ARTICLE[2:]) + "<p>Share this</p>")
-    lines = extract_fast(page(article)).splitlines()
-    assert "Island prices" in lines and "Return fare £12" in lines
-    assert any("Two onions" in line for line in lines) and any("A cup of rice" in line for line in lines)
-    assert "Share this" not in lines  # short, with no good line after it
+def test_sites_are_registered_domains_and_folds_are_stable():
+    assert site_of("https://blog.zeit.de/a") == site_of("http://www.zeit.de/b") == "zeit.de"
+    assert site_of("https://news.bbc.co.uk/x") == "bbc.co.uk"
+    assert site_fold("zeit.de") == site_fold("zeit.de") in range(5)
 
 
-def test_text_without_spaces_is_measured_in_characters():
-    chinese = ["河北省文化厅组织的大型话剧在全省各市巡演活动自五月下旬开始先后在石家庄邢台邯郸等地演出引起强烈反响。",
-               "这部话剧讲述了一个约定信守十五年的感人故事观众们在演出结束后久久不愿离去纷纷表示深受感动和鼓舞。"]
-    assert extract_fast(page(paragraphs(chinese))).splitlines() == chinese
+def labelled_by_length(htmls: list[str]) -> list[LabelledPage]:
+    """Pages whose blocks over 60 characters are main text: a tiny training set."""
+    from refinery.extract.model import design, template_sizes
+
+    pages = []
+    for i, html in enumerate(htmls):
+        page = parse_page(html)
+        labels = np.array([1 if len(text) > 60 else 0 for text in page.texts], dtype=np.int8)
+        pages.append(LabelledPage(f"https://site{i}.example/", f"site{i}.example", page,
+                                  design(page, template_sizes()), labels))
+    return pages
+
+
+def test_training_gives_the_same_model_bytes_and_the_file_round_trips():
+    pages = labelled_by_length([news_page(), news_page("<p>Read more</p>")])
+    first, second = train_model(pages), train_model(pages)
+    assert first.to_json() == second.to_json()
+    loaded = BlockModel.from_json(first.to_json())
+    assert np.array_equal(loaded.probabilities(pages[1].page), first.probabilities(pages[1].page))
+    other = json.loads(first.to_json())
+    other["sizes"]["kind"] += 1
+    with pytest.raises(ValueError, match="retrain"):
+        BlockModel.from_json(json.dumps(other))
+
+
+def test_the_shipped_model_is_small_and_loads():
+    model = load_model()
+    assert (REPO / "refinery" / "models" / "fast_blocks.json").stat().st_size < 50_000
+    assert model.threshold == 0.5 and model.provenance["pages"] > 0
+
+
+def test_union_adds_what_trafilatura_keeps_only_where_the_model_is_unsure():
+    html = news_page("<p>Tickets: 12 pounds</p>")
+    fast = extract_fast(html).splitlines()
+    never = extract_union(html, "", True, True, False, band=(0.2, 0.8), unsure_share=1.01)
+    always = extract_union(html, "", True, True, False, band=(0.0, 1.0), unsure_share=0.0)
+    assert never.splitlines() == fast
+    theirs = extract_text(html, "", "trafilatura", True, True, False)
+    assert set(fast) <= set(always.splitlines())
+    assert set(always.splitlines()) - set(fast) <= set(theirs.splitlines())
+    assert kept_by(["A line", "x" * 50], "before A line after\n" + "y" + "x" * 50).tolist() == [False, True]
+
+
+def test_a_union_band_must_be_ordered():
+    with pytest.raises(ValidationError, match="union_band"):
+        ExtractConfig(union_band=(0.9, 0.1))
 
 
 @pytest.mark.parametrize("html", ["", "no markup at all", "<html><head><title>t</title></head></html>", "<p>",
@@ -81,36 +135,47 @@ def test_text_without_spaces_is_measured_in_characters():
                                   "\x00\ufffd<b\x01ody>\udcff"])
 def test_odd_pages_give_text_or_nothing_and_never_raise(html):
     assert isinstance(extract_fast(html), str)
+    assert isinstance(extract_union(html, "", True, True, False, band=(0.0, 1.0), unsure_share=0.0), str)
 
 
 def test_same_page_same_text():
-    html = page("<h1>Ferry timetable</h1>" + paragraphs())
+    html = news_page()
     assert extract_fast(html) == extract_fast(html) == extract_text(html, "", "fast", True, True, False)
 
 
 def load_harness():
-    """benchmarks/extraction_quality.py, whose page reading and snippet scoring the test shares."""
+    """benchmarks/extraction_quality.py, whose page reading and snippet scoring the tests share."""
     spec = importlib.util.spec_from_file_location("extraction_quality", REPO / "benchmarks" / "extraction_quality.py")
     harness = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(harness)
     return harness
 
 
-@pytest.mark.slow
-def test_on_real_pages_it_keeps_the_main_text_and_much_less_boilerplate_than_resiliparse():
-    """On 150 pages of trafilatura's evaluation set (the full comparison with trafilatura is
-    benchmarks/extraction_quality.py), the fast extractor finds nearly as many main-text snippets as
-    resiliparse's main-content mode and keeps far fewer boilerplate snippets."""
+@pytest.fixture(scope="module")
+def shared_pages():
     harness = load_harness()
     evaldata = json.loads(shared_path("extraction/trafilatura-evaldata.json").read_text())
-    pages = harness.evaluation_pages(shared_path("web"), evaldata, limit=150)
-    assert len(pages) >= 100
-    entries = [entry for _, _, entry in pages]
+    return harness, harness.evaluation_pages(shared_path("web"), evaldata, limit=None)
 
-    def scores(extractor: str) -> tuple[float, float]:
-        result = harness.snippet_scores([extract_text(h, u, extractor, True, True, False) for u, h, _ in pages], entries)
-        return result["with"], result["without"]
 
-    fast, plain = scores("fast"), scores("resiliparse")
-    assert fast[0] >= 0.85 and fast[0] >= plain[0] - 0.08, (fast, plain)
-    assert fast[1] >= 0.88 and fast[1] >= plain[1] + 0.10, (fast, plain)
+def test_the_shipped_model_is_what_the_training_script_makes(shared_pages):
+    from refinery.extract.training import labelled_pages
+
+    _, pages = shared_pages
+    retrained, shipped = train_model(labelled_pages(pages)), load_model()
+    assert retrained.sizes == shipped.sizes and retrained.provenance["pages"] == shipped.provenance["pages"] == 943
+    assert np.allclose(retrained.weights, shipped.weights, atol=1e-9) and abs(retrained.bias - shipped.bias) < 1e-9
+
+
+@pytest.mark.slow
+def test_on_sites_it_never_saw_it_is_within_a_point_of_trafilatura_favor_precision(shared_pages):
+    """Site-held-out cross-validation over the 943 shared pages (5 folds by registered domain),
+    next to trafilatura favor_precision on the same pages. Snapshot: 0.9166 / 0.9312 (with /
+    without) against 0.9187 / 0.9354, within 0.002 for other numpy builds."""
+    harness, pages = shared_pages
+    precision = [extract_text(h, u, "trafilatura", True, True, False) for u, h, _ in pages]
+    theirs = harness.snippet_scores(precision, [e for _, _, e in pages])
+    fast, union = harness.unseen_sites(pages, precision)
+    assert fast["with"] == pytest.approx(0.9166, abs=0.002) and fast["without"] == pytest.approx(0.9312, abs=0.002)
+    assert fast["with"] >= theirs["with"] - 0.01 and fast["without"] >= theirs["without"] - 0.01, (fast, theirs)
+    assert union["with"] > fast["with"] and union["without"] >= theirs["without"] - 0.01, (union, theirs)

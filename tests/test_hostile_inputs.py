@@ -116,7 +116,7 @@ def run(tmp_path: Path, inputs: list[Path], **overrides) -> dict:
     return stats
 
 
-@pytest.mark.parametrize("extractor", ["trafilatura", "fast"])
+@pytest.mark.parametrize("extractor", ["trafilatura", "fast", "union"])
 def test_every_sample_file_and_every_generated_bad_input_is_survived_and_counted(tmp_path, extractor):
     samples = sorted(p for p in shared_path("warc-samples").iterdir() if p.is_file())
     bad = make_bad_inputs(tmp_path / "bad")
