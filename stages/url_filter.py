@@ -2,12 +2,16 @@
 
 datatrove's URLFilter implements exactly RefinedWeb's rules (blocked domains, subdomains and
 URLs from UT1; hard-banned words, two or more soft-banned words, banned subwords) and ships
-the lists, so it is reused here. refinery adds curated-domain exclusion and an allowlist.
+the lists, so it is reused here. refinery adds curated-domain exclusion and an allowlist, and
+keeps UT1's 4.56 M domains and its URLs as memory-mapped hashes (refinery/hashed_list.py) instead
+of Python sets: 36 MB shared by every worker instead of about 770 MB each, and milliseconds to
+load instead of 3.5 s.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from urllib.parse import urlsplit
 from typing import ClassVar
 
@@ -63,9 +67,42 @@ def _datatrove_filter(config: UrlFilterConfig):
         )
         # The bundled public-suffix snapshot; never fetch the list from the network.
         url_filter.tldextractor = TLDExtract(suffix_list_urls=(), cache_dir=None)
-        url_filter.download_data()
+        if config.use_ut1_blocklist:
+            _load_integrated_lists(url_filter)
         _FILTER_CACHE[key] = url_filter
     return _FILTER_CACHE[key]
+
+
+def _load_integrated_lists(url_filter) -> None:
+    """datatrove's ``URLFilter.download_data``, with the two big lists hashed instead of held as
+    sets (the filter only asks ``x in list``); tests/test_url_filter.py checks the verdicts against
+    datatrove's own."""
+    import tarfile
+
+    from datatrove.io import safely_create_file
+    from datatrove.pipeline.filters import url_filter as module
+
+    from refinery.hashed_list import HashedList
+
+    download_dir = module.cached_assets_path(library_name="datatrove", namespace="filters", subfolder="url_filter")
+    archive = "url_filterblacklistsv0_3_0.tar.gz"
+
+    def extract() -> None:
+        with tarfile.open(os.path.join(module.ASSETS_PATH, archive), "r:gz") as tar:
+            tar.extractall(download_dir, filter="data")
+
+    safely_create_file(os.path.join(download_dir, archive), extract)
+    folder = Path(download_dir)
+    url_filter.block_listed_domains = HashedList.load(folder / "domains", extra=url_filter.block_listed_domains)
+    url_filter.block_listed_url = HashedList.load(folder / "urls", extra=url_filter.block_listed_url)
+    url_filter.banned_words = module.get_list(module.ASSETS_PATH, "banned_words.txt", url_filter.banned_words)
+    url_filter.banned_subwords = module.get_list(module.ASSETS_PATH, "banned_subwords.txt", url_filter.banned_subwords)
+    url_filter.soft_banned_words = module.get_list(module.ASSETS_PATH, "soft_banned_words.txt",
+                                                   url_filter.soft_banned_words)
+    for word in url_filter.banned_subwords:
+        url_filter.banned_subwords_automaton.add_word(word, len(url_filter.banned_subwords_automaton))
+    url_filter.banned_subwords_automaton.make_automaton()
+    url_filter._downloaded = True
 
 
 def _matches(host: str, domains: frozenset[str]) -> bool:

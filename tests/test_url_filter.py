@@ -38,6 +38,24 @@ def test_blocklist_and_word_rules(default_filter):
     assert verdict(default_filter, "") == "no_url"
 
 
+def test_the_hashed_blocklists_hold_what_datatrove_reads(default_filter):
+    """UT1's domains and URLs are memory-mapped hashes (refinery/hashed_list.py), not sets: every
+    entry datatrove reads is in them, with the same count, and nothing else among the probes."""
+    from pathlib import Path
+
+    from datatrove.pipeline.filters.url_filter import cached_assets_path, get_list
+
+    folder = Path(cached_assets_path(library_name="datatrove", namespace="filters", subfolder="url_filter"))
+    for name, ours in (("domains", default_filter._filter.block_listed_domains),
+                       ("urls", default_filter._filter.block_listed_url)):
+        theirs = get_list(str(folder), name, set(), do_normalize=False)
+        assert len(ours) == len(theirs) and not ours.extra
+        with open(folder / name) as lines:
+            sample = [line.strip() for n, line in enumerate(lines) if n % 997 == 0 and not line.startswith("#")]
+        assert sample and all(entry in ours for entry in sample)
+        assert not any(entry + ".not-listed.example" in ours for entry in sample)
+
+
 def test_extra_words_and_allowlist():
     stage = UrlFilter(UrlFilterConfig(use_ut1_blocklist=False, extra_banned_words=["casino"],
                                       extra_soft_banned_words=["poker", "bet"], allow_domains=["trusted.example"]))
