@@ -170,12 +170,12 @@ def test_the_shipped_model_is_what_the_training_script_makes(shared_pages):
 @pytest.mark.slow
 def test_on_sites_it_never_saw_it_is_within_a_point_of_trafilatura_favor_precision(shared_pages):
     """Site-held-out cross-validation over the 943 shared pages (5 folds by registered domain),
-    next to trafilatura favor_precision on the same pages. Snapshot: 0.9166 / 0.9312 (with /
+    next to trafilatura favor_precision on the same pages. Snapshot: 0.9166 / 0.9295 (with /
     without) against 0.9187 / 0.9354, within 0.002 for other numpy builds."""
     harness, pages = shared_pages
     precision = [extract_text(h, u, "trafilatura", True, True, False) for u, h, _ in pages]
     theirs = harness.snippet_scores(precision, [e for _, _, e in pages])
     fast, union = harness.unseen_sites(pages, precision)
-    assert fast["with"] == pytest.approx(0.9166, abs=0.002) and fast["without"] == pytest.approx(0.9312, abs=0.002)
+    assert fast["with"] == pytest.approx(0.9166, abs=0.002) and fast["without"] == pytest.approx(0.9295, abs=0.002)
     assert fast["with"] >= theirs["with"] - 0.01 and fast["without"] >= theirs["without"] - 0.01, (fast, theirs)
     assert union["with"] > fast["with"] and union["without"] >= theirs["without"] - 0.01, (union, theirs)

@@ -46,9 +46,15 @@ BOILERPLATE_NAMES = (
 CONTAINER, ON_PATH = "data-refinery-container", "data-refinery-path"
 _OUTSIDE = f":not([{ON_PATH}]):not([{CONTAINER}])"
 _ANY_ARTICLE = ", ".join(ARTICLE_SELECTORS)
+_ARTICLE_GROUPS = [(", ".join(group), group) for group in (ARTICLE_SELECTORS[:6], ARTICLE_SELECTORS[6:13],
+                                                            ARTICLE_SELECTORS[13:])]
 _BESIDE_CONTAINER = f"[{ON_PATH}] > {_OUTSIDE}"
 _TAG_SKIPS = [tag + _OUTSIDE for tag in BOILERPLATE_TAGS]
-_NAME_SKIPS = [f"[class*={name} i]{_OUTSIDE}, [id*={name} i]{_OUTSIDE}" for name in BOILERPLATE_NAMES]
+# Class names for all; ids for three only: every selector costs a check of each element, and ids for
+# all the names bought nothing under site cross-validation (0.07 / 0.17 points) for 17% of the time.
+ID_NAMES = ("comment", "sidebar", "footer")
+_NAME_SKIPS = ([f"[class*={name} i]{_OUTSIDE}" for name in BOILERPLATE_NAMES]
+               + [f"[id*={name} i]{_OUTSIDE}" for name in ID_NAMES])
 
 _TAG = re.compile(r"<[^>]+>")
 _LINK = re.compile(r"<a\b[^>]*>(.*?)</a>", re.DOTALL)
@@ -154,19 +160,23 @@ def _kept(lines: list[tuple[str, str]], other_pass: str) -> np.ndarray:
 
 def _mark_container(body, text_chars: int) -> bool:
     """Marks the article container and its ancestors; False when the page has none. The container
-    holds at least 30% of the page's main-content text (``text_chars``)."""
+    is the first selector's element, in ARTICLE_SELECTORS order, holding at least 30% of the page's
+    main-content text (``text_chars``)."""
     if body.query_selector(_ANY_ARTICLE) is None:  # one pass over the page instead of one per selector
         return False
     min_chars = max(MIN_CONTAINER_CHARS, MIN_CONTAINER_SHARE * text_chars)
-    for selector in ARTICLE_SELECTORS:
-        element = body.query_selector(selector)
-        if element is not None and len(element.text or "") >= min_chars:
-            element.setattr(CONTAINER, "")
-            parent = element.parent
-            while parent is not None and parent.tag not in ("html", "#document"):
-                parent.setattr(ON_PATH, "")
-                parent = parent.parent
-            return True
+    for group, selectors in _ARTICLE_GROUPS:
+        if body.query_selector(group) is None:  # none of this group's selectors matches: skip them
+            continue
+        for selector in selectors:
+            element = body.query_selector(selector)
+            if element is not None and len(element.text or "") >= min_chars:
+                element.setattr(CONTAINER, "")
+                parent = element.parent
+                while parent is not None and parent.tag not in ("html", "#document"):
+                    parent.setattr(ON_PATH, "")
+                    parent = parent.parent
+                return True
     return False
 
 
@@ -194,7 +204,9 @@ def _char_counts(texts: list[str]) -> tuple[np.ndarray, ...]:
     alnum = np.where(high, ~punctuation, _ALNUM[low]).astype(np.int32)
     digit = np.where(high, 0, _DIGIT[low])
     upper = np.where(high, 0, _UPPER[low])
-    separators = np.isin(codes, _SEPARATORS).astype(np.int32)
+    separators = np.zeros(len(codes), dtype=np.int32)
+    for separator in _SEPARATORS:
+        separators += codes == separator
     return tuple(np.add.reduceat(values, starts) for values in (digit, upper, alnum, separators))
 
 
