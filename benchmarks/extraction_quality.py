@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -40,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
+from refinery.text import collapse_spaces as normalise  # noqa: E402 - after the path above
+
 EXTRACTORS = {
     "trafilatura": {"extractor": "trafilatura", "favor_precision": False},
     "trafilatura-precision": {"extractor": "trafilatura", "favor_precision": True},
@@ -47,11 +48,6 @@ EXTRACTORS = {
     "fast": {"extractor": "fast", "favor_precision": False},
     "union": {"extractor": "union", "favor_precision": True},
 }
-SPACES = re.compile(r"\s+")
-
-
-def normalise(text: str) -> str:
-    return SPACES.sub(" ", text).strip()
 
 
 def evaluation_pages(web: Path, evaldata: dict, limit: int | None) -> list[tuple[str, str, dict]]:
@@ -97,8 +93,6 @@ def score(name: str, settings: dict, pages: list[tuple[str, str, dict]]) -> dict
 def unseen_sites(pages: list[tuple[str, str, dict]], precision_texts: list[str] | None) -> list[dict]:
     """The fast extractor's method on sites it never saw (site-held-out cross-validation), alone
     and in union with trafilatura favor_precision's texts of the same run."""
-    import numpy as np
-
     from refinery.extract.training import FOLDS, THRESHOLD, cross_validated, labelled_pages, site_fold
     from refinery.stages.fast_extractor import is_unsure, kept_by
     from refinery.stages.html_extract import UNION_BAND, UNION_UNSURE_SHARE
@@ -108,13 +102,16 @@ def unseen_sites(pages: list[tuple[str, str, dict]], precision_texts: list[str] 
     entries = [entry for _, _, entry in pages]
     fast, union, ran = [], [], 0
     for i, (p, q) in enumerate(zip(labelled, probabilities)):
-        texts = p.page.texts if p.page is not None else []
+        if p.page is None:
+            fast.append("")
+            union.append("")
+            continue
         keep = q >= THRESHOLD
-        fast.append("\n".join(t for t, k in zip(texts, keep) if k))
-        if precision_texts is not None and texts and is_unsure(p.page.chars, q, UNION_BAND, UNION_UNSURE_SHARE):
+        fast.append(p.page.kept_text(keep))
+        if precision_texts is not None and len(p.page) and is_unsure(p.page.chars, q, UNION_BAND, UNION_UNSURE_SHARE):
             ran += 1
-            keep = keep | kept_by(texts, precision_texts[i])
-        union.append("\n".join(t for t, k in zip(texts, np.asarray(keep, dtype=bool)) if k))
+            keep = keep | kept_by(p.page.texts, precision_texts[i])
+        union.append(p.page.kept_text(keep))
     folds = []
     for fold in range(FOLDS):
         members = [i for i, p in enumerate(labelled) if site_fold(p.site) == fold]

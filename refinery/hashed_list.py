@@ -55,10 +55,6 @@ class HashedList:
         return at < len(self.hashes) and self.hashes[at] == value
 
     @classmethod
-    def from_strings(cls, strings, extra=()) -> HashedList:
-        return cls(np.unique(np.fromiter((string_hash(s) for s in strings), dtype=np.uint64)), extra)
-
-    @classmethod
     def load(cls, source: Path, extra=()) -> HashedList:
         """The hashes of ``source``'s lines, from the cache when it has them for this file (its
         path, size and modification time), else built and cached."""

@@ -306,6 +306,12 @@ def cached_words(text: str, language: str) -> tuple[str, ...]:
 
 
 _STRIP_RE = re.compile(r"[^\w\s]|_")
+_SPACES_RE = re.compile(r"\s+")
+
+
+def collapse_spaces(text: str) -> str:
+    """Every run of whitespace as one space, none at either end (how extraction snippets compare)."""
+    return _SPACES_RE.sub(" ", text).strip()
 
 
 def normalize(text: str) -> str:

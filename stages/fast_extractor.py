@@ -13,40 +13,44 @@ trafilatura only on pages where the model is unsure: where blocks whose probabil
 
 from __future__ import annotations
 
-import re
+from refinery.text import collapse_spaces
 
-_SPACES = re.compile(r"\s+")
 MIN_SUBSTRING_CHARS = 40  # a shorter block must be a whole line of trafilatura's text to count as kept by it
 
 
-def extract_fast(html: str) -> str:
-    """Main text of one page, blocks joined by newlines; "" when the page has no body."""
+def scored_blocks(html: str):
+    """(page, each block's probability of being main text, the model's threshold); None when
+    the page has no body or no text."""
     from refinery.extract.blocks import parse_page
     from refinery.extract.model import load_model
 
     page = parse_page(html)
     if page is None or not len(page):
-        return ""
+        return None
     model = load_model()
-    keep = model.probabilities(page) >= model.threshold
-    return "\n".join(text for text, kept in zip(page.texts, keep) if kept)
+    return page, model.probabilities(page), model.threshold
+
+
+def extract_fast(html: str) -> str:
+    """Main text of one page, blocks joined by newlines; "" when the page has no body."""
+    scored = scored_blocks(html)
+    if scored is None:
+        return ""
+    page, probabilities, threshold = scored
+    return page.kept_text(probabilities >= threshold)
 
 
 def extract_union(html: str, url: str, favor_precision: bool, include_tables: bool, include_comments: bool,
                   band: tuple[float, float], unsure_share: float) -> str:
     """The learned model's blocks, plus trafilatura's on pages where the model is unsure."""
-    from refinery.extract.blocks import parse_page
-    from refinery.extract.model import load_model
-
-    page = parse_page(html)
-    if page is None or not len(page):
+    scored = scored_blocks(html)
+    if scored is None:
         return ""
-    model = load_model()
-    probabilities = model.probabilities(page)
-    keep = probabilities >= model.threshold
+    page, probabilities, threshold = scored
+    keep = probabilities >= threshold
     if is_unsure(page.chars, probabilities, band, unsure_share):
         keep |= kept_by(page.texts, trafilatura_text(html, url, favor_precision, include_tables, include_comments))
-    return "\n".join(text for text, kept in zip(page.texts, keep) if kept)
+    return page.kept_text(keep)
 
 
 def kept_by(texts: list[str], theirs: str):
@@ -54,9 +58,9 @@ def kept_by(texts: list[str], theirs: str):
     more) a part of it, after whitespace is normalised."""
     import numpy as np
 
-    lines = {normalise(line) for line in theirs.splitlines()}
-    whole = normalise(theirs)
-    mine = [normalise(text) for text in texts]
+    lines = {collapse_spaces(line) for line in theirs.splitlines()}
+    whole = collapse_spaces(theirs)
+    mine = [collapse_spaces(text) for text in texts]
     return np.array([m in lines or (len(m) >= MIN_SUBSTRING_CHARS and m in whole) for m in mine], dtype=bool)
 
 
@@ -64,10 +68,6 @@ def is_unsure(chars, probabilities, band: tuple[float, float], unsure_share: flo
     """Blocks with a probability inside ``band`` hold at least ``unsure_share`` of the page's text."""
     unsure = (probabilities >= band[0]) & (probabilities <= band[1])
     return chars[unsure].sum() >= unsure_share * max(int(chars.sum()), 1)
-
-
-def normalise(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
 
 
 def trafilatura_text(html: str, url: str, favor_precision: bool, include_tables: bool, include_comments: bool) -> str:

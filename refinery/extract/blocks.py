@@ -106,12 +106,14 @@ class Page:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def kept_text(self, keep) -> str:
+        """The kept blocks, one a line."""
+        return "\n".join(text for text, kept in zip(self.texts, keep) if kept)
+
 
 def parse_page(html: str) -> Page | None:
     """The blocks of a page; None when it has no body."""
-    from resiliparse.parse.html import (
-        HTMLTree,  # here, so that listing the stages loads no parser
-    )
+    from resiliparse.parse.html import HTMLTree  # here, so that listing the stages loads no parser
 
     try:
         tree = HTMLTree.parse(html)

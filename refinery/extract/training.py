@@ -9,7 +9,6 @@ same fold, so a site's template never appears in both the training and the test 
 from __future__ import annotations
 
 import hashlib
-import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,16 +17,12 @@ import numpy as np
 
 from refinery.extract.blocks import Page, parse_page
 from refinery.extract.model import BlockModel, design, fit, template_sizes
+from refinery.text import collapse_spaces
 
 FOLDS = 5
 L2 = 1e-3
 STEPS = 600
 THRESHOLD = 0.5  # the logistic model's own even odds: not tuned on the evaluation pages
-_SPACES = re.compile(r"\s+")
-
-
-def normalise(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
 
 
 @lru_cache(maxsize=1)
@@ -51,7 +46,7 @@ def site_fold(site: str, folds: int = FOLDS) -> int:
 
 def block_labels(page: Page, entry: dict) -> np.ndarray:
     """1 main text, 0 boilerplate, -1 unlabelled, for each block of ``page``."""
-    norms = [normalise(text) for text in page.texts]
+    norms = [collapse_spaces(text) for text in page.texts]
     starts = np.cumsum([0] + [len(t) + 1 for t in norms[:-1]]) if norms else np.zeros(0, dtype=np.int64)
     ends = starts + np.array([len(t) for t in norms], dtype=np.int64)
     joined = " ".join(norms)
@@ -59,7 +54,7 @@ def block_labels(page: Page, entry: dict) -> np.ndarray:
     conflicted = np.zeros(len(norms), dtype=bool)
     for label, key in ((1, "with"), (0, "without")):
         for snippet in entry.get(key, []):
-            snippet = normalise(snippet)
+            snippet = collapse_spaces(snippet)
             at = joined.find(snippet) if snippet else -1
             if at < 0:
                 continue
@@ -114,12 +109,6 @@ def cross_validated(pages: list[LabelledPage], folds: int = FOLDS) -> list[np.nd
             if fold_of[i] == fold:
                 out[i] = model.probabilities(p.page) if p.page is not None and len(p.page) else np.zeros(0)
     return out
-
-
-def kept_text(page: Page | None, probabilities: np.ndarray, threshold: float) -> str:
-    if page is None:
-        return ""
-    return "\n".join(text for text, p in zip(page.texts, probabilities) if p >= threshold)
 
 
 def fingerprint(pages: list[tuple[str, str, dict]]) -> str:
