@@ -194,3 +194,23 @@ def test_an_existing_tokenizer_can_be_used(tmp_path):
     (tmp_path / "missing.yaml").write_text(yaml.safe_dump(config))
     bad = run_cli_inprocess("run", tmp_path / "missing.yaml", "--output", tmp_path / "third", "--scheduler", "sync")
     assert bad.returncode == 2 and bad.stderr.startswith("refinery: config error: tokenize.tokenizer:")
+
+
+def test_wikitext_records_become_article_text_and_hostile_markup_is_a_counted_drop(tmp_path, monkeypatch):
+    from refinery.mix import SourceSpec
+    from refinery.mix import sources
+    from refinery.stats import StageStats
+
+    article = ("{{Infobox river\n| name = Wye\n| length = 250 km\n}}\n'''The Wye''' is a [[river]] in "
+               "[[Wales|Welsh]] country.<ref>{{cite web|url=http://a.example}}</ref>\n\n== Course ==\n"
+               "* It rises on [[Plynlimon]].\n<!-- a comment -->\n[[File:Wye.jpg|thumb|The river]]\n")
+    hostile = "[http://a " * 20000  # unclosed external links: mwparserfromhell backtracks (~40 s)
+    path = tmp_path / "wiki.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate([article, hostile, "{{stub}}"])))
+    monkeypatch.setattr(sources, "WIKITEXT_TIMEOUT_S", 2.0)
+    stats = StageStats(sources.READER_STAGE)
+    texts = list(sources.curated_texts(str(path), SourceSpec(name="wiki", paths=[str(path)], format="wikitext"), stats))
+    assert texts == [("0", "The Wye is a river in Welsh country.\n\nCourse\nIt rises on Plynlimon."), ("2", "")]
+    assert stats.docs_in == 3 and dict(stats.dropped) == {"wikitext_timeout": 1}
+    plain = list(sources.curated_texts(str(path), SourceSpec(name="wiki", paths=[str(path)])))
+    assert plain[0] == ("0", article.strip())  # the default format leaves markup alone

@@ -93,9 +93,10 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
         results: list[ShardSplit | ReferenceTokens] = engine.run(tasks)
     data = {v.name: {"train": {"documents": 0, "tokens": 0}, "heldout": {"documents": 0, "tokens": 0}}
             for v in spec.variants}
-    eval_sets = {e.name: {"documents": 0, "tokens": 0,
+    eval_sets = {e.name: {"documents": 0, "tokens": 0, "dropped": {},
                           "source": f"held-out documents of {e.variant}" if e.variant else
-                          f"{'every record' if e.records == 'all' else 'held-out part'} of {', '.join(e.paths)}"}
+                          f"{'every record' if e.records == 'all' else 'held-out part'} of {', '.join(e.paths)}"
+                          + (f" ({e.format} markup as text)" if e.format == "wikitext" else "")}
                  for e in spec.eval}
     for result in results:
         if isinstance(result, ShardSplit):
@@ -106,6 +107,8 @@ def execute_ablation(spec: AblationSpec, out_dir: str, scheduler: str | None = N
         else:
             eval_sets[result.set]["documents"] += result.documents
             eval_sets[result.set]["tokens"] += result.tokens
+            for reason, count in result.dropped.items():
+                eval_sets[result.set]["dropped"][reason] = eval_sets[result.set]["dropped"].get(reason, 0) + count
     for reference in spec.eval:
         if reference.variant:
             eval_sets[reference.name].update(data[reference.variant]["heldout"])

@@ -197,7 +197,9 @@ def render_markdown(spec: AblationSpec, result: dict) -> str:
               "Eval sets (never trained on by any variant):", ""]
     for name, info in result["eval_sets"].items():
         lines.append(f"- **{name}**: {info['source']}; {info['documents']:,} documents, {info['tokens']:,} tokens, "
-                     f"{info['windows']} windows of {spec.model.seq_len + 1} tokens, spread evenly over the set, evaluated.")
+                     f"{info['windows']} windows of {spec.model.seq_len + 1} tokens, spread evenly over the set, evaluated"
+                     + "".join(f"; {count:,} records dropped ({reason})" for reason, count in sorted(info.get("dropped", {}).items()))
+                     + ".")
     lines += ["", f"Documents are held out by a hash of their normalised text in `{spec.variants[0].name}` "
               f"({spec.heldout_fraction:.0%}), so exact copies fall on the same side; near-duplicates can "
               "fall on both.", "",

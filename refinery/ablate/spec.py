@@ -34,7 +34,7 @@ class ReferenceSet(_Strict):
     records: Literal["heldout", "all"] = "heldout"
     text_field: str = "text"
     id_field: str = "id"
-    format: Literal["plain", "code", "chat"] = "plain"
+    format: Literal["plain", "code", "chat", "wikitext"] = "plain"  # wikitext: MediaWiki markup, as text
 
     @model_validator(mode="after")
     def _one_kind(self):

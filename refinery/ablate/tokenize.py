@@ -5,7 +5,7 @@ token files, so a rerun redoes only the tasks whose marker does not match."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -31,6 +31,7 @@ class ReferenceTokens(Result):
     records: int
     documents: int
     tokens: int
+    dropped: dict = field(default_factory=dict)  # reason -> records (wikitext past its bound, malformed lines)
 
 
 def documents_path(out: Path, variant: str, stem: str) -> Path:
@@ -101,18 +102,20 @@ def tokenize_reference(name: str, path: str, reference: ReferenceSet, fraction: 
     from refinery import tokenizer as tk
     from refinery.io import InputShard
     from refinery.mix import SourceSpec, curated_texts
+    from refinery.stats import StageStats
     from refinery.tokens import write_token_file
 
     source = SourceSpec(name=name, paths=[path], text_field=reference.text_field, id_field=reference.id_field,
                         format=reference.format)
-    records, texts = 0, []
-    for record_id, text in curated_texts(path, source):
-        records += 1
+    stats = StageStats("curated_reader")
+    texts = []
+    for record_id, text in curated_texts(path, source, stats):
         if text and (reference.records == "all" or held_out_by_record_id(record_id, fraction)):
             texts.append(text)
     tokens = write_token_file(Path(out_dir) / "eval" / name, InputShard.for_path(path).shard_id,
                               tk.load(tokenizer_path), texts)
-    return ReferenceTokens(set=name, path=path, records=records, documents=len(texts), tokens=tokens)
+    return ReferenceTokens(set=name, path=path, records=stats.docs_in, documents=len(texts), tokens=tokens,
+                           dropped=dict(stats.dropped))
 
 
 # --- the tasks -----------------------------------------------------------------------------------

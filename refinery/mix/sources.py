@@ -3,7 +3,8 @@ converting each curated file into refinery's documents (the source stage of a cu
 
 Conversion counts its funnel like a pipeline's reader: records read, documents kept, and the
 records dropped with a reason (``malformed``: a line that is not a JSON object; ``empty_text``:
-no text after formatting; ``held_out``: kept out of the mix for evaluation)."""
+no text after formatting; ``held_out``: kept out of the mix for evaluation; ``wikitext_timeout``
+and ``wikitext_error``: MediaWiki markup that could not be turned into text within its bound)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ from refinery.io import atomic_path
 from refinery.mix.spec import SourceSpec
 from refinery.stats import StageStats
 
+# mwparserfromhell's tokenizer backtracks on unclosed markup: 200 KB of `[http://a ` takes ~40 s, a
+# real article ~0.7 s a MB. So the conversion runs in a sandboxed child with this bound.
+WIKITEXT_TIMEOUT_S = 20.0
+WIKI_NON_TEXT_LINKS = ("file:", "image:", "category:")  # strip_code would leave "thumb|caption"
 CHAT_ROLES = {"system": "System", "user": "User", "assistant": "Falcon", "falcon": "Falcon", "human": "User"}
 READER_STAGE = "curated_reader"
 
@@ -50,9 +55,23 @@ def held_out_by_text(text: str, fraction: float) -> bool:
 
 # --- records and their text ----------------------------------------------------------------------
 
+def wikitext_to_text(wikitext: str) -> str:
+    """An article's text from its MediaWiki markup (mwparserfromhell's ``strip_code``): templates,
+    references, comments, file and category links go; link labels, list items and table cells stay."""
+    import mwparserfromhell
+
+    code = mwparserfromhell.parse(wikitext)
+    for link in code.filter_wikilinks(recursive=False):
+        if str(link.title).strip().lower().startswith(WIKI_NON_TEXT_LINKS):
+            code.remove(link)
+    text = code.strip_code(normalize=True, collapse=True)
+    return "\n".join(line.strip() for line in text.strip().splitlines())
+
+
 def format_record(record: dict, source: SourceSpec) -> str:
     """A record's text as the source's ``format`` says: chat turns as ``Role: text`` lines, code
-    with every whitespace kept, plain text stripped. "" when the record has none."""
+    with every whitespace kept, plain text stripped (``wikitext`` too: its markup is converted by
+    :func:`curated_texts`). "" when the record has none."""
     if source.format == "chat" and isinstance(record.get(source.turns_field), list):
         lines = []
         for turn in record[source.turns_field]:
@@ -87,9 +106,10 @@ def read_records(path: Path, source: SourceSpec) -> Iterator[dict | None]:
 
 def curated_texts(path: str, source: SourceSpec, stats: StageStats | None = None) -> Iterator[tuple[str, str]]:
     """(record id, formatted text) of each record of a curated file; the text is "" when the
-    record has none. A record without an id gets ``<shard id>:<position>``. Malformed records are
-    skipped (counted in ``stats``)."""
+    record has none. A record without an id gets ``<shard id>:<position>``. Malformed records, and
+    wikitext past its time bound, are skipped (counted in ``stats``)."""
     from refinery.io import InputShard
+    from refinery.sandbox import SandboxCrashed, SandboxError, SandboxTimeout, shared_sandbox
 
     stem = InputShard.for_path(path).shard_id
     for n, record in enumerate(read_records(Path(path), source)):
@@ -99,7 +119,15 @@ def curated_texts(path: str, source: SourceSpec, stats: StageStats | None = None
             if stats is not None:
                 stats.dropped["malformed"] += 1
             continue
-        yield str(record.get(source.id_field, f"{stem}:{n}")), format_record(record, source)
+        text = format_record(record, source)
+        if text and source.format == "wikitext":
+            try:
+                text = shared_sandbox("refinery.mix.sources:wikitext_to_text", {}, WIKITEXT_TIMEOUT_S).call(text)
+            except (SandboxTimeout, SandboxCrashed, SandboxError) as err:
+                if stats is not None:
+                    stats.dropped["wikitext_timeout" if isinstance(err, SandboxTimeout) else "wikitext_error"] += 1
+                continue
+        yield str(record.get(source.id_field, f"{stem}:{n}")), text
 
 
 # --- conversion: the source stage of a curated source --------------------------------------------

@@ -32,7 +32,7 @@ class SourceSpec(_Strict):
     paths: list[str] | None = None  # curated files: *.jsonl, *.jsonl.gz, *.parquet, or folders of *.txt
     text_field: str = "text"
     id_field: str = "id"
-    format: Literal["plain", "code", "chat"] = "plain"
+    format: Literal["plain", "code", "chat", "wikitext"] = "plain"  # wikitext: MediaWiki markup, as text
     turns_field: str = "messages"  # chat: a list of {"role", "content"}
     license: str = "unknown"
     languages: list[str] = ["en"]
