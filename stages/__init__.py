@@ -25,5 +25,10 @@ def _discover(base: type) -> dict[str, type]:
     return found
 
 
-STAGES: dict[str, type[Stage]] = _discover(Stage)
-DEDUP_STAGES: dict[str, type[DedupStage]] = _discover(DedupStage)
+def __getattr__(name: str):
+    """``STAGES`` and ``DEDUP_STAGES``, discovered on first use: a process that imports one stage
+    module (the extractor's sandbox) does not import them all."""
+    if name in ("STAGES", "DEDUP_STAGES"):
+        globals()[name] = _discover(Stage if name == "STAGES" else DedupStage)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
