@@ -21,13 +21,26 @@ def string_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")
 
 
-def hashed_lines(path: Path) -> np.ndarray:
-    """The sorted distinct hashes of a list file's entries, read as datatrove's
-    ``parse_list(..., do_normalize=False)`` reads them (every line not starting with "#",
-    stripped), streamed: the strings are never all in memory."""
-    with open(path, encoding="utf-8", errors="surrogateescape") as lines:
-        hashes = np.fromiter((string_hash(line.strip()) for line in lines if not line.startswith("#")),
-                             dtype=np.uint64)
+def hashed_lines(path: Path, member: str | None = None) -> np.ndarray:
+    """The sorted distinct hashes of a list file's entries (or of ``member``, a file inside the
+    tar archive ``path``), read as datatrove's ``parse_list(..., do_normalize=False)`` reads them
+    (every line not starting with "#", stripped), streamed: the strings are never all in memory."""
+    if member is None:
+        with open(path, encoding="utf-8", errors="surrogateescape") as lines:
+            return _hashed(lines)
+    import io
+    import tarfile
+
+    with tarfile.open(path) as archive:
+        binary = archive.extractfile(member)
+        if binary is None:
+            raise FileNotFoundError(f"{path} has no file {member!r}")
+        with io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape") as lines:
+            return _hashed(lines)
+
+
+def _hashed(lines) -> np.ndarray:
+    hashes = np.fromiter((string_hash(line.strip()) for line in lines if not line.startswith("#")), dtype=np.uint64)
     return np.unique(hashes)
 
 
@@ -55,27 +68,31 @@ class HashedList:
         return at < len(self.hashes) and self.hashes[at] == value
 
     @classmethod
-    def load(cls, source: Path, extra=()) -> HashedList:
-        """The hashes of ``source``'s lines, from the cache when it has them for this file (its
-        path, size and modification time), else built and cached."""
+    def load(cls, source: Path, extra=(), member: str | None = None) -> HashedList:
+        """The hashes of ``source``'s lines (or of ``member``'s, a file inside the tar archive
+        ``source``), from the cache when it has them for this file (its path, size and
+        modification time), else built and cached."""
         import fasteners
 
         stat = source.stat()
-        tag = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
-        cached = cache_dir() / f"{source.name}-{tag}-{stat.st_size}-{stat.st_mtime_ns}.npy"
+        if member is None:
+            name, tag = source.name, hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:12]
+        else:
+            name, tag = member, hashlib.sha1(f"{source.resolve()}:{member}".encode()).hexdigest()[:12]
+        cached = cache_dir() / f"{name}-{tag}-{stat.st_size}-{stat.st_mtime_ns}.npy"
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             lock = fasteners.InterProcessLock(str(cached) + ".lock")  # workers starting together build it once
             lock.acquire()
         except OSError:  # no writable cache: this process keeps its own copy
-            return cls(hashed_lines(source), extra)
+            return cls(hashed_lines(source, member), extra)
         try:
             if cached.is_file():
                 try:
                     return cls(np.load(cached, mmap_mode="r"), extra)
                 except (OSError, ValueError):  # a damaged cache file: build it again
                     pass
-            hashes = hashed_lines(source)
+            hashes = hashed_lines(source, member)
             tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
             with open(tmp, "wb") as f:
                 np.save(f, hashes)

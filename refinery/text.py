@@ -10,6 +10,7 @@ differs and the measured verdict parity.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 import unicodedata
 from functools import lru_cache
 
@@ -93,10 +94,6 @@ _UNCASED = (
     r"\u2FF0-\u303F\u31C0-\u31EF\u3200-\u33FF\uF900-\uFAFF\uFE30-\uFE4F\U0001F200-\U0001F2FF"
     r"\U0002F800-\U0002FA1F"
 )
-ALPHA = _char_class(lambda c: c.isalpha() and c not in "ªµº") + _UNCASED
-LOWER = _char_class(lambda c: c.isalpha() and not c.isupper() and c not in "ªµº") + _UNCASED
-UPPER = _char_class(lambda c: c.isalpha() and not c.islower() and c not in "ªµº") + _UNCASED
-ICONS = _char_class(lambda c: unicodedata.category(c) == "So", ((0, 0x10000), (0x1F000, 0x1FB00)))
 _P = re.escape("…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪")
 _Q = re.escape("'\"”“`‘´’‚,„»«「」『』（）〔〕【】《》〈〉\u2329\u232a⟦⟧")
 _CURRENCY = r"[$£€¥฿₽﷼\u20a0-\u20bf]|US\$|C\$|A\$"
@@ -104,21 +101,44 @@ _UNITS = "|".join(map(re.escape, (
     "km km² km³ m m² m³ dm dm² dm³ cm cm² cm³ mm mm² mm³ ha µm nm yd in ft kg g mg µg t lb oz "
     "m/s km/h kmh mph hPa Pa mbar mb MB kb KB gb GB tb TB T G M K %").split()))
 
-_PREFIX = re.compile(rf"[§%=—–{_P}{_Q}{ICONS}]|\+(?![0-9])|\.\.+|{_CURRENCY}")
-_SUFFIX = (  # {digit}: whether "." after a digit is split off ("1." is one token in German)
-    rf"(?:[{_P}{_Q}{ICONS}—–]|……|\.\.+|['’][sS]|(?<=[0-9])\+|(?<=°[FfCcKk])\.|(?<=[0-9])(?:{_CURRENCY})"
-    rf"|(?<=[0-9])(?:{_UNITS})|(?<=[{{digit}}{LOWER}%²\-+{_P}|(?:){_Q}])\.|(?<=[{UPPER}][{UPPER}])\.)$")
-_HYPHEN_INFIX = rf"|(?<=[{ALPHA}0-9])(?:-|–|—|--|---|——|~)(?=[{ALPHA}])"
-_INFIX = (rf"\.\.+|…|[{ICONS}]|(?<=[0-9])[+\-*^](?=[0-9-])|(?<=[{LOWER}{_Q}])\.(?=[{UPPER}{_Q}])"
-          rf"|(?<=[{ALPHA}]),(?=[{ALPHA}])|(?<=[{ALPHA}0-9])[:<>=/](?=[{ALPHA}])")
-# spaCy's URL_MATCH (after https://gist.github.com/dperini/729294): public IPv4 or host name.
-_URL = re.compile(
-    r"(?:[\w+\-.]{2,}://)?(?:\S+(?::\S*)?@)?(?:"
-    r"(?!(?:10|127)(?:\.\d{1,3}){3})(?!(?:169\.254|192\.168)(?:\.\d{1,3}){2})"
-    r"(?!172\.(?:1[6-9]|2\d|3[0-1])(?:\.\d{1,3}){2})(?:[1-9]\d?|1\d\d|2[01]\d|22[0-3])"
-    r"(?:\.(?:1?\d{1,2}|2[0-4]\d|25[0-5])){2}(?:\.(?:[1-9]\d?|1\d\d|2[0-4]\d|25[0-4]))|"
-    r"(?:(?:[A-Za-z0-9\u00a1-\uffff][A-Za-z0-9\u00a1-\uffff_-]{0,62})?[A-Za-z0-9\u00a1-\uffff]\.)+"
-    rf"[{LOWER}]{{2,63}})(?::\d{{2,5}})?(?:[/?#]\S*)?$")
+
+@dataclass(frozen=True)
+class _Patterns:
+    alpha: str
+    prefix: re.Pattern
+    suffix: str  # with "{digit}" to fill per language
+    infix: str
+    hyphen_infix: str
+    url: re.Pattern
+
+
+@lru_cache(maxsize=None)
+def _patterns() -> _Patterns:
+    """The affix patterns, built on first use: the character classes test every code point (0.3 s),
+    which a process that only normalises or extracts text (the extractor's sandbox) never needs."""
+    alpha = _char_class(lambda c: c.isalpha() and c not in "ªµº") + _UNCASED
+    lower = _char_class(lambda c: c.isalpha() and not c.isupper() and c not in "ªµº") + _UNCASED
+    upper = _char_class(lambda c: c.isalpha() and not c.islower() and c not in "ªµº") + _UNCASED
+    icons = _char_class(lambda c: unicodedata.category(c) == "So", ((0, 0x10000), (0x1F000, 0x1FB00)))
+    return _Patterns(
+        alpha=alpha,
+        prefix=re.compile(rf"[§%=—–{_P}{_Q}{icons}]|\+(?![0-9])|\.\.+|{_CURRENCY}"),
+        # {digit}: whether "." after a digit is split off ("1." is one token in German)
+        suffix=(rf"(?:[{_P}{_Q}{icons}—–]|……|\.\.+|['’][sS]|(?<=[0-9])\+|(?<=°[FfCcKk])\.|(?<=[0-9])(?:{_CURRENCY})"
+                rf"|(?<=[0-9])(?:{_UNITS})|(?<=[{{digit}}{lower}%²\-+{_P}|(?:){_Q}])\.|(?<=[{upper}][{upper}])\.)$"),
+        hyphen_infix=rf"|(?<=[{alpha}0-9])(?:-|–|—|--|---|——|~)(?=[{alpha}])",
+        infix=(rf"\.\.+|…|[{icons}]|(?<=[0-9])[+\-*^](?=[0-9-])|(?<=[{lower}{_Q}])\.(?=[{upper}{_Q}])"
+               rf"|(?<=[{alpha}]),(?=[{alpha}])|(?<=[{alpha}0-9])[:<>=/](?=[{alpha}])"),
+        # spaCy's URL_MATCH (after https://gist.github.com/dperini/729294): public IPv4 or host name.
+        url=re.compile(
+            r"(?:[\w+\-.]{2,}://)?(?:\S+(?::\S*)?@)?(?:"
+            r"(?!(?:10|127)(?:\.\d{1,3}){3})(?!(?:169\.254|192\.168)(?:\.\d{1,3}){2})"
+            r"(?!172\.(?:1[6-9]|2\d|3[0-1])(?:\.\d{1,3}){2})(?:[1-9]\d?|1\d\d|2[01]\d|22[0-3])"
+            r"(?:\.(?:1?\d{1,2}|2[0-4]\d|25[0-5])){2}(?:\.(?:[1-9]\d?|1\d\d|2[0-4]\d|25[0-4]))|"
+            r"(?:(?:[A-Za-z0-9\u00a1-\uffff][A-Za-z0-9\u00a1-\uffff_-]{0,62})?[A-Za-z0-9\u00a1-\uffff]\.)+"
+            rf"[{lower}]{{2,63}})(?::\d{{2,5}})?(?:[/?#]\S*)?$"),
+    )
+
 
 # ---- special cases (spacy/lang/tokenizer_exceptions.py, en/); in the English lists "|" marks a split
 
@@ -189,13 +209,16 @@ class _Rules:
 
     def __init__(self, language: str):
         self.specials = specials(language)
+        patterns = _patterns()
+        self.prefix, self.url = patterns.prefix, patterns.url
         # de, nl, sv, es and ro keep letter-hyphen-letter words whole ("E-Mail"); en, fr, it,
         # pt, cs and the rest split them, as spaCy's per-language infix lists do.
-        hyphens = "" if language in ("de", "nl", "sv", "es", "ro") else _HYPHEN_INFIX
-        elision = rf"|(?<=[{ALPHA}]['’])(?=[{ALPHA}])" if language in ("fr", "it") else ""
-        self.infix = re.compile(_INFIX + hyphens + elision)
+        hyphens = "" if language in ("de", "nl", "sv", "es", "ro") else patterns.hyphen_infix
+        alpha = patterns.alpha
+        elision = rf"|(?<=[{alpha}]['’])(?=[{alpha}])" if language in ("fr", "it") else ""
+        self.infix = re.compile(patterns.infix + hyphens + elision)
         german = language == "de"  # German also splits off "/" and keeps ordinals ("1.") whole
-        self.suffix = re.compile(("/$|" if german else "") + _SUFFIX.replace("{digit}", "" if german else "0-9"))
+        self.suffix = re.compile(("/$|" if german else "") + patterns.suffix.replace("{digit}", "" if german else "0-9"))
         # spaCy also merges runs of tokens that spell a special case split by the affix rules
         # ("z.B." -> "z" "." "B." -> "z." "B."): its Tokenizer._apply_special_cases.
         self.merges: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -236,7 +259,7 @@ class _Rules:
         string, last = chunk, -1
         while string and len(string) != last and string not in specials:
             last = len(string)
-            pre = _PREFIX.match(string)
+            pre = self.prefix.match(string)
             pre_len = pre.end() if pre else 0
             if pre_len and string[pre_len:] in specials:
                 prefixes.append(string[:pre_len])
@@ -262,7 +285,7 @@ class _Rules:
         tokens = prefixes
         if string in specials:
             tokens.extend(specials[string])
-        elif string and _URL.match(string):
+        elif string and self.url.match(string):
             tokens.append(string)
         elif string:
             start = 0

@@ -1,16 +1,19 @@
 """RefinedWeb URL filtering, before extraction: UT1 blocklist plus a URL word score.
 
-datatrove's URLFilter implements exactly RefinedWeb's rules (blocked domains, subdomains and
-URLs from UT1; hard-banned words, two or more soft-banned words, banned subwords) and ships
-the lists, so it is reused here. refinery adds curated-domain exclusion and an allowlist, and
-keeps UT1's 4.56 M domains and its URLs as memory-mapped hashes (refinery/hashed_list.py) instead
-of Python sets: 36 MB shared by every worker instead of about 770 MB each, and milliseconds to
-load instead of 3.5 s.
+The rules are RefinedWeb's as datatrove's URLFilter applies them (blocked domains, subdomains and
+URLs from UT1; hard-banned words, two or more soft-banned words, banned subwords), with the lists
+datatrove ships. refinery applies them itself (tests/test_url_filter.py checks every verdict and
+reason against datatrove's URLFilter): importing datatrove's filter and its dependency checks cost
+each worker 1.2 s of CPU, several times its whole share of the URL filtering. UT1's 4.56 M domains and
+its URLs are memory-mapped hashes (refinery/hashed_list.py), built from the archive once per
+machine: 36 MB shared by every worker instead of about 770 MB of Python set in each. refinery adds
+curated-domain exclusion and an allowlist.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import ClassVar
@@ -19,6 +22,9 @@ from pydantic import Field
 
 from refinery.document import Document, Drop
 from refinery.stage import Stage, StageConfig
+
+UT1_ARCHIVE = "url_filterblacklistsv0_3_0.tar.gz"  # datatrove/assets: UT1's "domains" and "urls"
+_NON_ALNUM = re.compile(r"[^a-zA-Z0-9]+")  # datatrove's url_filter.normalizer
 
 # datatrove's reason -> refinery's declared reason
 _REASONS = {
@@ -46,66 +52,92 @@ class UrlFilterConfig(StageConfig):
     allow_domains: list[str] = []
 
 
-_FILTER_CACHE: dict = {}  # one loaded blocklist per worker process: loading UT1 takes seconds
+def _word(text: str) -> str:
+    return _NON_ALNUM.sub("", text).lower()
 
 
-def _datatrove_filter(config: UrlFilterConfig):
-    key = config.model_dump_json()
-    if key not in _FILTER_CACHE:
-        os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-        from datatrove.pipeline.filters import URLFilter
+def _word_list(entries) -> set[str]:
+    """datatrove's ``parse_list``: entries not starting with "#", normalised to lower-case letters
+    and digits."""
+    return {_word(entry) for entry in entries if entry[0] != "#"}
+
+
+def _configured(entries: list[str], words: bool = False) -> set[str]:
+    """A config's extra entries, read as datatrove reads them; empty ones are left out."""
+    entries = [entry for entry in entries if entry.strip()]
+    return _word_list(entries) if words else {entry.strip() for entry in entries if entry[0] != "#"}
+
+
+def datatrove_assets() -> Path:
+    """The folder of lists datatrove ships, found without importing datatrove."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("datatrove")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("url_filter's UT1 blocklist and word lists come with datatrove: pip install datatrove")
+    return Path(list(spec.submodule_search_locations)[0]) / "assets"
+
+
+class RefinedWebUrlRules:
+    """RefinedWeb's URL rules in datatrove's order; :meth:`verdict` gives the first rule a URL
+    breaks (datatrove's reason name), or None."""
+
+    def __init__(self, config: UrlFilterConfig):
+        import ahocorasick
         from tldextract import TLDExtract
 
-        # PipelineStep.__new__ checks URLFilter's dependencies by reading the metadata of every
-        # installed distribution, 0.4 s in each worker; pyproject.toml pins them, so it is skipped.
-        url_filter = object.__new__(URLFilter)
-        url_filter.__init__(
-            soft_word_threshold=config.soft_word_threshold,
-            extra_domains=config.extra_blocked_domains or None,
-            extra_urls=config.extra_blocked_urls or None,
-            banned_words=config.extra_banned_words or None,
-            banned_subwords=config.extra_banned_subwords or None,
-            soft_banned_words=config.extra_soft_banned_words or None,
-            use_integrated_lists=config.use_ut1_blocklist,
-        )
-        # The bundled public-suffix snapshot; never fetch the list from the network.
-        url_filter.tldextractor = TLDExtract(suffix_list_urls=(), cache_dir=None)
+        from refinery.hashed_list import HashedList
+
+        os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+        self.soft_word_threshold = config.soft_word_threshold
+        self.tld = TLDExtract(suffix_list_urls=(), cache_dir=None)  # the bundled public-suffix snapshot
+        domains, urls = _configured(config.extra_blocked_domains), _configured(config.extra_blocked_urls)
+        banned, subwords, soft = (_configured(config.extra_banned_words, words=True),
+                                  _configured(config.extra_banned_subwords, words=True),
+                                  _configured(config.extra_soft_banned_words, words=True))
+        self.domains: set[str] | HashedList = domains
+        self.urls: set[str] | HashedList = urls
         if config.use_ut1_blocklist:
-            _load_integrated_lists(url_filter)
-        _FILTER_CACHE[key] = url_filter
-    return _FILTER_CACHE[key]
+            assets = datatrove_assets()
+            self.domains = HashedList.load(assets / UT1_ARCHIVE, extra=domains, member="domains")
+            self.urls = HashedList.load(assets / UT1_ARCHIVE, extra=urls, member="urls")
+            for words, name in ((banned, "banned_words.txt"), (subwords, "banned_subwords.txt"),
+                                (soft, "soft_banned_words.txt")):
+                with open(assets / name) as lines:
+                    words |= _word_list(lines)
+        self.banned_words, self.soft_banned_words = banned, soft
+        self.subwords = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        for word in subwords:
+            self.subwords.add_word(word, len(self.subwords))
+        self.subwords.make_automaton()
+        self.has_subwords = bool(subwords)
+
+    def verdict(self, url: str) -> str | None:
+        parts = self.tld(url)
+        if parts.registered_domain in self.domains:
+            return "domain"
+        if parts.fqdn in self.domains:
+            return "subdomain"
+        if url in self.urls:
+            return "url"
+        url_words = set(_NON_ALNUM.split(url))
+        if any(word in url_words for word in self.banned_words):
+            return "hard_blacklisted"
+        if sum(word in url_words for word in self.soft_banned_words) >= self.soft_word_threshold:
+            return "soft_blacklisted"
+        if self.has_subwords and next(self.subwords.iter(_word(url)), False):
+            return "blacklisted_subword"
+        return None
 
 
-def _load_integrated_lists(url_filter) -> None:
-    """datatrove's ``URLFilter.download_data``, with the two big lists hashed instead of held as
-    sets (the filter only asks ``x in list``); tests/test_url_filter.py checks the verdicts against
-    datatrove's own."""
-    import tarfile
+_RULES_CACHE: dict = {}  # one set of rules per worker process and config
 
-    from datatrove.io import safely_create_file
-    from datatrove.pipeline.filters import url_filter as module
 
-    from refinery.hashed_list import HashedList
-
-    download_dir = module.cached_assets_path(library_name="datatrove", namespace="filters", subfolder="url_filter")
-    archive = "url_filterblacklistsv0_3_0.tar.gz"
-
-    def extract() -> None:
-        with tarfile.open(os.path.join(module.ASSETS_PATH, archive), "r:gz") as tar:
-            tar.extractall(download_dir, filter="data")
-
-    safely_create_file(os.path.join(download_dir, archive), extract)
-    folder = Path(download_dir)
-    url_filter.block_listed_domains = HashedList.load(folder / "domains", extra=url_filter.block_listed_domains)
-    url_filter.block_listed_url = HashedList.load(folder / "urls", extra=url_filter.block_listed_url)
-    url_filter.banned_words = module.get_list(module.ASSETS_PATH, "banned_words.txt", url_filter.banned_words)
-    url_filter.banned_subwords = module.get_list(module.ASSETS_PATH, "banned_subwords.txt", url_filter.banned_subwords)
-    url_filter.soft_banned_words = module.get_list(module.ASSETS_PATH, "soft_banned_words.txt",
-                                                   url_filter.soft_banned_words)
-    for word in url_filter.banned_subwords:
-        url_filter.banned_subwords_automaton.add_word(word, len(url_filter.banned_subwords_automaton))
-    url_filter.banned_subwords_automaton.make_automaton()
-    url_filter._downloaded = True
+def _rules(config: UrlFilterConfig) -> RefinedWebUrlRules:
+    key = config.model_dump_json()
+    if key not in _RULES_CACHE:
+        _RULES_CACHE[key] = RefinedWebUrlRules(config)
+    return _RULES_CACHE[key]
 
 
 def _matches(host: str, domains: frozenset[str]) -> bool:
@@ -120,10 +152,7 @@ class UrlFilter(Stage):
     Config = UrlFilterConfig
 
     def setup(self) -> None:
-        from datatrove.data import Document as DatatroveDocument
-
-        self._filter = _datatrove_filter(self.config)
-        self._wrap = DatatroveDocument
+        self._rules = _rules(self.config)
         self._curated = frozenset(d.lower() for d in self.config.curated_domains)
         self._allowed = frozenset(d.lower() for d in self.config.allow_domains)
 
@@ -138,7 +167,5 @@ class UrlFilter(Stage):
             return Drop(doc, "curated_domain")
         if self._allowed and _matches(host, self._allowed):
             return doc
-        verdict = self._filter.filter(self._wrap(text="", id=doc.id, metadata={"url": doc.url}))
-        if verdict is True:
-            return doc
-        return Drop(doc, _REASONS[verdict[1]])
+        broken = self._rules.verdict(doc.url)
+        return doc if broken is None else Drop(doc, _REASONS[broken])
