@@ -82,9 +82,20 @@ def decode_html(payload: bytes, declared: str | None) -> tuple[str, str]:
     return sanitise(bytes_to_str(payload, encoding, errors="replace")), encoding
 
 
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20)])
+_REPLACEMENT_UTF8 = "\ufffd".encode("utf-8")
+
+
 def looks_binary(text: str) -> bool:
+    """More than BINARY_FRACTION of the first 64 Ki characters are ``_CONTROL`` characters.
+    Counted on the UTF-8 bytes, where those are single bytes and U+FFFD one 3-byte sequence:
+    C-speed translate and count instead of a regex scan (a third of the reader's time)."""
     head = text[:65536]
-    return not head or len(_CONTROL.findall(head)) > BINARY_FRACTION * len(head)
+    if not head:
+        return True
+    encoded = head.encode("utf-8", "surrogatepass")
+    controls = len(encoded) - len(encoded.translate(None, _CONTROL_BYTES)) + encoded.count(_REPLACEMENT_UTF8)
+    return controls > BINARY_FRACTION * len(head)
 
 
 def _record_id(raw_id: str | None, shard_name: str, index: int) -> str:

@@ -514,6 +514,23 @@ def test_looks_binary():
     assert not looks_binary("<html><body>Grüße\n\tüber\r\n</body></html>")
 
 
+def test_looks_binary_counts_what_the_control_pattern_matches():
+    """The byte-level count equals the regex's on random text mixing every kind of character,
+    around the threshold and past the 64 Ki head."""
+    import random
+
+    from refinery.stages.warc_reader import _CONTROL, BINARY_FRACTION
+
+    alphabet = ["a", " ", "\n", "\r", "\t", "\x0c", "\x00", "\x08", "\x0b", "\x1f", "\x7f", "\x85", "\ufffd", "é",
+                "中", "\U0001f600", "\ud800"]
+    rng = random.Random(7)
+    for n in range(300):
+        weights = [rng.random() ** 3 for _ in alphabet]
+        text = "".join(rng.choices(alphabet, weights, k=rng.choice([1, 20, 500, 70_000])))
+        head = text[:65536]
+        assert looks_binary(text) == (len(_CONTROL.findall(head)) > BINARY_FRACTION * len(head)), n
+
+
 @pytest.mark.parametrize("raw,expected", [
     (b"4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n", b"Wikipedia"),
     (b"4;name=value\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n", b"Wikipedia"),
