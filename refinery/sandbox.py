@@ -37,16 +37,19 @@ def _resolve(ref: str):
 PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size
 
 
-def _widen(fd: int) -> None:
+def _widen(fd: int) -> int:
     """A pipe that holds a whole page: with the default 64 KiB, sending a 140 KB page waits for
     the other side to be scheduled twice (about 1 ms a page on a busy machine). Linux only; where
-    it is refused the pipe keeps its size."""
+    it is refused the pipe keeps its size. Returns the size (0 where it cannot be read)."""
     import fcntl
 
     try:
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+        return fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
     except OSError:
-        pass
+        try:
+            return fcntl.fcntl(fd, getattr(fcntl, "F_GETPIPE_SZ", 1032))
+        except OSError:
+            return 0
 
 
 class ProcessSandbox:
@@ -57,12 +60,13 @@ class ProcessSandbox:
         self.startup_timeout_s = startup_timeout_s
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
+        self._pipe_bytes = 0
         self.restarts = 0
 
     def _start(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        _widen(to_child_w)
+        self._pipe_bytes = _widen(to_child_w)
         _widen(from_child_w)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "refinery.sandbox", str(to_child_r), str(from_child_w)],
@@ -102,6 +106,38 @@ class ProcessSandbox:
         if status == "error":
             raise SandboxError(value)
         return value
+
+    def call_each(self, calls: list[tuple]) -> list[tuple[str, Any]]:
+        """Each call's outcome, in order: ("ok", value), ("error", message), ("timeout", None) or
+        ("crashed", None). Calls are sent ahead while they fit in half the pipe, so the child goes
+        from one to the next without waiting for this process to be scheduled; each still has
+        ``timeout_s`` of its own, counted from the answer before it (the child works in order).
+        After a timeout or crash the calls sent behind it go to a new child."""
+        import pickle
+
+        payloads = [pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL) for args in calls]
+        outcomes: list[tuple[str, Any]] = []
+        sent = unanswered = 0  # calls written to the child; bytes of those not answered yet
+        for n, payload in enumerate(payloads):
+            try:
+                if self._proc is None:
+                    self._start()
+                    sent, unanswered = n, 0
+                assert self._conn is not None
+                while sent < len(payloads) and (sent == n or unanswered + len(payloads[sent]) + 16 <= self._pipe_bytes // 2):
+                    self._conn.send_bytes(payloads[sent])  # the first is read at once: the child is idle
+                    unanswered += len(payloads[sent])
+                    sent += 1
+                if not self._conn.poll(self.timeout_s):
+                    self._restart_later()
+                    outcomes.append(("timeout", None))
+                    continue
+                outcomes.append(self._conn.recv())
+                unanswered -= len(payload)
+            except (EOFError, OSError, BrokenPipeError, SandboxCrashed):
+                self._restart_later()
+                outcomes.append(("crashed", None))
+        return outcomes
 
     def _restart_later(self) -> None:
         self.restarts += 1
@@ -148,6 +184,9 @@ class _DuplexConnection:
 
     def send(self, obj: Any) -> None:
         self.writer.send(obj)
+
+    def send_bytes(self, payload: bytes) -> None:
+        self.writer.send_bytes(payload)
 
     def recv(self) -> Any:
         return self.reader.recv()

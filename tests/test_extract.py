@@ -164,6 +164,19 @@ def test_sandbox_crash_then_recovers(sandbox_path):
         assert box.call("still fine") == "STILL FINE"
 
 
+def test_sandbox_calls_sent_ahead_keep_their_order_and_their_own_outcomes(sandbox_path):
+    """call_each sends calls ahead of the answers; a hang or a crash costs only its own call,
+    and the calls queued behind it are answered by the next child, in order."""
+    big = "x" * 300_000  # more than half the pipe can hold ahead: sent only when the child is idle
+    calls = [("a",), ("raise",), ("sleep",), ("b",), (big,), ("crash",), ("c",), ("d",)]
+    with ProcessSandbox("sandbox_helpers:misbehave", {}, timeout_s=2.0) as box:
+        outcomes = box.call_each(calls)
+        assert outcomes == [("ok", "A"), ("error", "ValueError: boom"), ("timeout", None), ("ok", "B"),
+                            ("ok", big.upper()), ("crashed", None), ("ok", "C"), ("ok", "D")]
+        assert box.restarts == 2
+        assert box.call_each([("e",)] * 40) == [("ok", "E")] * 40
+
+
 @pytest.mark.parametrize("ref", ["no_such_module_anywhere:fn", "sandbox_helpers:no_such_function"])
 def test_sandbox_unresolvable_function(sandbox_path, ref):
     box = ProcessSandbox(ref, {}, timeout_s=30)
