@@ -91,25 +91,14 @@ class ProcessSandbox:
             raise SandboxCrashed(f"sandbox failed to start: {detail}")
 
     def call(self, *args: Any) -> Any:
-        if self._proc is None:
-            self._start()
-        assert self._conn is not None
-        try:
-            self._conn.send(args)
-            if not self._conn.poll(self.timeout_s):
-                self._restart_later()
-                raise SandboxTimeout(f"no answer within {self.timeout_s}s")
-            status, value = self._conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
-            self._restart_later()
-            raise SandboxCrashed("the sandbox process died") from None
-        if status == "error":
-            raise SandboxError(value)
-        return value
+        """One call's value; its failure raised as SandboxError, SandboxTimeout or SandboxCrashed."""
+        (status, value), = self.call_each([args])
+        if status == "ok":
+            return value
+        raise {"error": SandboxError, "timeout": SandboxTimeout}.get(status, SandboxCrashed)(value)
 
     def call_each(self, calls: list[tuple]) -> list[tuple[str, Any]]:
-        """Each call's outcome, in order: ("ok", value), ("error", message), ("timeout", None) or
-        ("crashed", None). Calls are sent ahead while they fit in half the pipe, so the child goes
+        """Each call's outcome, in order: ("ok", value), or ("error" | "timeout" | "crashed", message). Calls are sent ahead while they fit in half the pipe, so the child goes
         from one to the next without waiting for this process to be scheduled; each still has
         ``timeout_s`` of its own, counted from the answer before it (the child works in order).
         After a timeout or crash the calls sent behind it go to a new child."""
@@ -130,13 +119,15 @@ class ProcessSandbox:
                     sent += 1
                 if not self._conn.poll(self.timeout_s):
                     self._restart_later()
-                    outcomes.append(("timeout", None))
+                    outcomes.append(("timeout", f"no answer within {self.timeout_s}s"))
                     continue
                 outcomes.append(self._conn.recv())
                 unanswered -= len(payload)
-            except (EOFError, OSError, BrokenPipeError, SandboxCrashed):
+            except SandboxCrashed as err:  # the child could not start: nothing to restart
+                outcomes.append(("crashed", str(err)))
+            except (EOFError, OSError, BrokenPipeError):
                 self._restart_later()
-                outcomes.append(("crashed", None))
+                outcomes.append(("crashed", "the sandbox process died"))
         return outcomes
 
     def _restart_later(self) -> None:

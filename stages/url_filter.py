@@ -103,7 +103,7 @@ class RefinedWebUrlRules:
             self.urls = HashedList.load(assets / UT1_ARCHIVE, extra=urls, member="urls")
             for words, name in ((banned, "banned_words.txt"), (subwords, "banned_subwords.txt"),
                                 (soft, "soft_banned_words.txt")):
-                with open(assets / name) as lines:
+                with open(assets / name, encoding="utf-8") as lines:  # ASCII lists; not the locale's codec
                     words |= _word_list(lines)
         self.banned_words, self.soft_banned_words = banned, soft
         self.subwords = ahocorasick.Automaton(ahocorasick.STORE_INTS)

@@ -171,8 +171,9 @@ def test_sandbox_calls_sent_ahead_keep_their_order_and_their_own_outcomes(sandbo
     calls = [("a",), ("raise",), ("sleep",), ("b",), (big,), ("crash",), ("c",), ("d",)]
     with ProcessSandbox("sandbox_helpers:misbehave", {}, timeout_s=2.0) as box:
         outcomes = box.call_each(calls)
-        assert outcomes == [("ok", "A"), ("error", "ValueError: boom"), ("timeout", None), ("ok", "B"),
-                            ("ok", big.upper()), ("crashed", None), ("ok", "C"), ("ok", "D")]
+        assert outcomes == [("ok", "A"), ("error", "ValueError: boom"), ("timeout", "no answer within 2.0s"),
+                            ("ok", "B"), ("ok", big.upper()), ("crashed", "the sandbox process died"),
+                            ("ok", "C"), ("ok", "D")]
         assert box.restarts == 2
         assert box.call_each([("e",)] * 40) == [("ok", "E")] * 40
 

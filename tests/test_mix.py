@@ -214,3 +214,7 @@ def test_wikitext_records_become_article_text_and_hostile_markup_is_a_counted_dr
     assert stats.docs_in == 3 and dict(stats.dropped) == {"wikitext_timeout": 1}
     plain = list(sources.curated_texts(str(path), SourceSpec(name="wiki", paths=[str(path)])))
     assert plain[0] == ("0", article.strip())  # the default format leaves markup alone
+    many = tmp_path / "many.jsonl"  # more records than one batch to the sandbox: order and ids kept
+    many.write_text("".join(json.dumps({"id": f"r{i}", "text": f"'''[[x{i}]]'''"}) + "\n" for i in range(40)))
+    converted = list(sources.curated_texts(str(many), SourceSpec(name="wiki", paths=[str(many)], format="wikitext")))
+    assert converted == [(f"r{i}", f"x{i}") for i in range(40)]

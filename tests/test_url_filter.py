@@ -21,6 +21,15 @@ def verdict(stage: UrlFilter, url: str) -> str:
     return result.reason if isinstance(result, Drop) else "keep"
 
 
+def as_datatrove_verdict(stage: UrlFilter, url: str) -> bool | tuple[bool, str]:
+    """Our verdict in datatrove's filter() terms: True, or (False, datatrove's reason name)."""
+    mine = verdict(stage, url)
+    return True if mine == "keep" else (False, DATATROVE_REASON[mine])
+
+
+DATATROVE_REASON = {ours: theirs for theirs, ours in url_filter_module._REASONS.items()}
+
+
 @pytest.fixture(scope="module")
 def default_filter() -> UrlFilter:
     stage = UrlFilter()
@@ -80,11 +89,8 @@ def test_every_rule_and_its_reason_match_datatrove():
             "https://ok.example/poker-bet", "https://ok.example/poker", "https://ok.example/fooxyzzybar",
             "https://www.pornhub.com/view", "http://ok.example/sex-shop", "https://ok.example/", "https://www.bbc.co.uk/news",
             "http://192.168.0.1/x", "https://a.b.c.d.co.uk/path?q=1#f", "ftp://ok.example", "https://xn--bcher-kva.example/"]
-    reasons = {v: k for k, v in url_filter_module._REASONS.items()}
     for url in urls:
-        mine = verdict(ours, url)
-        peer = theirs.filter(DatatroveDocument(text="", id="x", metadata={"url": url}))
-        assert (True if mine == "keep" else (False, reasons[mine])) == peer, url
+        assert as_datatrove_verdict(ours, url) == theirs.filter(DatatroveDocument(text="", id="x", metadata={"url": url})), url
     assert {verdict(ours, url) for url in urls} >= {"keep", "blocked_domain", "blocked_subdomain", "blocked_url",
                                                     "banned_word", "soft_banned_words", "banned_subword"}
 
@@ -113,11 +119,9 @@ def test_parity_with_datatrove_on_the_web_shards(default_filter):
     ours = UrlFilter(UrlFilterConfig(curated_domains=[]))
     ours.setup()
     theirs = URLFilter()
-    reasons = {v: k for k, v in url_filter_module._REASONS.items()}
     disagreements = []
     for url in urls:
-        mine = verdict(ours, url)
-        mine = True if mine == "keep" else (False, reasons[mine])
+        mine = as_datatrove_verdict(ours, url)
         peer = theirs.filter(DatatroveDocument(text="", id="x", metadata={"url": url}))
         if mine != peer:
             disagreements.append((url, mine, peer))

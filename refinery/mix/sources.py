@@ -109,9 +109,9 @@ def curated_texts(path: str, source: SourceSpec, stats: StageStats | None = None
     record has none. A record without an id gets ``<shard id>:<position>``. Malformed records, and
     wikitext past its time bound, are skipped (counted in ``stats``)."""
     from refinery.io import InputShard
-    from refinery.sandbox import SandboxCrashed, SandboxError, SandboxTimeout, shared_sandbox
 
     stem = InputShard.for_path(path).shard_id
+    formatted: list[tuple[str, str]] = []
     for n, record in enumerate(read_records(Path(path), source)):
         if stats is not None:
             stats.docs_in += 1
@@ -119,15 +119,34 @@ def curated_texts(path: str, source: SourceSpec, stats: StageStats | None = None
             if stats is not None:
                 stats.dropped["malformed"] += 1
             continue
-        text = format_record(record, source)
-        if text and source.format == "wikitext":
-            try:
-                text = shared_sandbox("refinery.mix.sources:wikitext_to_text", {}, WIKITEXT_TIMEOUT_S).call(text)
-            except (SandboxTimeout, SandboxCrashed, SandboxError) as err:
-                if stats is not None:
-                    stats.dropped["wikitext_timeout" if isinstance(err, SandboxTimeout) else "wikitext_error"] += 1
-                continue
-        yield str(record.get(source.id_field, f"{stem}:{n}")), text
+        formatted.append((str(record.get(source.id_field, f"{stem}:{n}")), format_record(record, source)))
+        if len(formatted) == WIKITEXT_BATCH:
+            yield from _converted(formatted, source, stats)
+            formatted = []
+    yield from _converted(formatted, source, stats)
+
+
+WIKITEXT_BATCH = 16  # records sent to the sandbox at once, so the child converts one after another
+
+
+def _converted(formatted: list[tuple[str, str]], source: SourceSpec,
+               stats: StageStats | None) -> Iterator[tuple[str, str]]:
+    """The records as text: wikitext is converted in the sandbox, each record with its own time
+    bound; a record past it, or one the parser fails on, is a counted drop."""
+    if source.format != "wikitext":
+        yield from formatted
+        return
+    from refinery.sandbox import shared_sandbox
+
+    sandbox = shared_sandbox("refinery.mix.sources:wikitext_to_text", {}, WIKITEXT_TIMEOUT_S)
+    marked = [n for n, (_, text) in enumerate(formatted) if text]
+    outcomes = dict(zip(marked, sandbox.call_each([(formatted[n][1],) for n in marked])))
+    for n, (record_id, text) in enumerate(formatted):
+        status, value = outcomes.get(n, ("ok", text))
+        if status == "ok":
+            yield record_id, value
+        elif stats is not None:
+            stats.dropped["wikitext_timeout" if status == "timeout" else "wikitext_error"] += 1
 
 
 # --- conversion: the source stage of a curated source --------------------------------------------
