@@ -479,9 +479,10 @@ def make_copies(dest: Path, copies: int, workers: int) -> dict:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def memory_config(paths: list[str], out: str, workers: int, dedup_only: str | None = None):
-    """configs/english.yaml with extract switched to resiliparse, inline (everything else as is);
-    with `dedup_only`, its dedup list cut down to that one stage."""
+def memory_config(paths: list[str], out: str, workers: int, dedup_only: str | None = None,
+                  extract: dict | None = None):
+    """configs/english.yaml with extract switched to resiliparse, inline, or to the settings in
+    `extract` (everything else as is); with `dedup_only`, its dedup list cut down to that one stage."""
     import yaml
 
     from refinery.config import parse_config, with_overrides
@@ -489,7 +490,7 @@ def memory_config(paths: list[str], out: str, workers: int, dedup_only: str | No
     raw = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     for entry in raw["stages"]:
         if "extract" in entry:
-            entry["extract"] = {**(entry["extract"] or {}), "extractor": "resiliparse", "isolation": "inline"}
+            entry["extract"] = {**(entry["extract"] or {}), **(extract or {"extractor": "resiliparse", "isolation": "inline"})}
     if dedup_only:
         raw["dedup"] = [entry for entry in raw["dedup"] if next(iter(entry)) == dedup_only]
     config = parse_config(raw, str(CONFIG))

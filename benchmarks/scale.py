@@ -95,7 +95,8 @@ map-shards: --map-shards WARC files of --records-per-shard response records, cut
 dedup.renamed_record: new WARC-Record-IDs and copy<k>. hosts), then execute() in a child process
 as `refinery run configs/english.yaml --workers 2` runs it (its logs and progress files included),
 with the extract stage switched to resiliparse, isolation inline (dedup.memory_config; the
-cheapest extractor; dedup stages as in english.yaml). Recorded: the driver's and the workers' peak
+cheapest extractor; dedup stages as in english.yaml), or with --extractor fast to `fast` in the
+process sandbox (pages sent to it in batches). Recorded: the driver's and the workers' peak
 RSS in the map phase and over the run, and the scheduling overhead (wall - task seconds /
 workers) / wall, with task seconds both as the run records them (the funnel's per-shard stage
 seconds in stats/shards/, the keys tasks' seconds in their markers) and as Dask's task stream
@@ -118,6 +119,7 @@ Usage:
   .venv/bin/python benchmarks/scale.py run --docs 10000 --shards 4 --out /tmp/scale --dedup exact,minhash,url,substring --shuffle tasks
   .venv/bin/python benchmarks/scale.py generate --docs 2000 --shards 4 --out /tmp/scale-gen
   .venv/bin/python benchmarks/scale.py map-shards --map-shards 512 --records-per-shard 4 --out /tmp/scale-map
+  .venv/bin/python benchmarks/scale.py map-shards --map-shards 200 --records-per-shard 500 --extractor fast --out /data/scale-map
   .venv/bin/python benchmarks/scale.py datatrove --docs 100000 --shards 16 --out /data/scale [--repeat 1]
   .venv/bin/python benchmarks/scale.py cluster --docs 100000 --shards 16 --out /data/scale
   .venv/bin/python benchmarks/scale.py run --docs 100000 --shards 16 --out /data/scale --scheduler tcp://127.0.0.1:8786
@@ -1548,6 +1550,10 @@ def command_cluster(args) -> int:
 # map-shards: many tiny WARC shards through the whole run
 # ---------------------------------------------------------------------------------------------
 
+MAP_EXTRACT = {"resiliparse": {"extractor": "resiliparse", "isolation": "inline"},
+               "fast": {"extractor": "fast", "isolation": "process"}}
+
+
 def split_web(dest: Path, shards: int, per_shard: int) -> dict:
     """`shards` WARC files of `per_shard` response records each, cut from the shared web shards
     in order; past their 1,778 records the records repeat, each later copy k with its
@@ -1585,7 +1591,7 @@ def split_web(dest: Path, shards: int, per_shard: int) -> dict:
             "bytes": sum(os.path.getsize(p) for p in paths), "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _child_map(paths: list[str], out: str, workers: int) -> dict:
+def _child_map(paths: list[str], out: str, workers: int, extractor: str) -> dict:
     import dask
     from dedup import memory_config
     from distributed import get_task_stream
@@ -1597,7 +1603,8 @@ def _child_map(paths: list[str], out: str, workers: int) -> dict:
 
     # the scheduler's task stream keeps its last 100,000 tasks by default; resolve alone can run more
     dask.config.set({"distributed.scheduler.dashboard.tasks.task-stream-length": 10_000_000})
-    config = memory_config(paths, out, workers)  # english.yaml, extract: resiliparse, inline
+    # english.yaml, extract: resiliparse inline, or `fast` in its process sandbox (english.yaml's isolation)
+    config = memory_config(paths, out, workers, extract=MAP_EXTRACT[extractor])
     shards = expand_inputs(config.spec.input.paths)
     engine_class = timed_engine_class()
     marks: dict[str, float] = {}
@@ -1621,6 +1628,7 @@ def _child_map(paths: list[str], out: str, workers: int) -> dict:
 
     outp = Path(out)
     worker_pids = rss.workers(t1, t2, started_pids)
+    sandbox_pids = [pid for pid, kind in rss.kinds.items() if "refinery.sandbox" in kind]  # the extractor's children
     # per-task seconds as the run records them
     map_s = sum(sum(stage["seconds"] for stage in json.loads(p.read_text())["funnel"])
                 for p in (outp / "stats" / "shards").glob("*.json"))
@@ -1647,12 +1655,14 @@ def _child_map(paths: list[str], out: str, workers: int) -> dict:
     def peaks(lo: float, hi: float) -> dict:
         rows = [s for s in rss.samples if lo <= s[0] <= hi]
         return {"driver_mib": round(max((d for _, d, _ in rows), default=0) * mib, 1),
-                "worker_mib": round(max((per.get(p, 0) for _, _, per in rows for p in worker_pids), default=0) * mib, 1)}
+                "worker_mib": round(max((per.get(p, 0) for _, _, per in rows for p in worker_pids), default=0) * mib, 1),
+                "sandbox_mib": round(max((per.get(p, 0) for _, _, per in rows for p in sandbox_pids), default=0) * mib, 1)}
 
     return {
         "shards": len(shards), "records": stats["input"]["records"], "docs_out": stats["output"]["documents"],
-        "worker_processes_seen": len(worker_pids),
-        "extractor": "resiliparse, isolation inline (configs/english.yaml otherwise as is, dedup included)",
+        "worker_processes_seen": len(worker_pids), "sandbox_processes_seen": len(sandbox_pids),
+        "extractor": f"{extractor}, isolation {MAP_EXTRACT[extractor]['isolation']} "
+                     "(configs/english.yaml otherwise as is, dedup included)",
         "cluster_start_s": round(t1 - t0, 2), "wall_s": round(wall, 2), "cluster_close_s": round(t3 - t2, 2),
         "map_phase_wall_s": round(map_wall, 2), "phases_wall_s": phases,
         "recorded_task_s": {"map": round(map_s, 2), "keys": round(keys_s, 2),
@@ -1689,23 +1699,26 @@ def command_map_shards(args) -> int:
     paths = split.pop("paths")
     result_path = str(out / "_result.json")
     run_dir = out / "run"
-    cmd = _child_cmd("map", result_path, "--data", str(run_dir), "--workers", str(args.workers), "--input", *paths)
+    cmd = _child_cmd("map", result_path, "--data", str(run_dir), "--workers", str(args.workers),
+                     "--extractor", args.extractor, "--input", *paths)
     env = {**os.environ, **OFFLINE_ENV, **THREAD_ENV, "PYTHONWARNINGS": "ignore"}
     print(f"    {split['records']} records, {split['bytes'] / 1e6:.0f} MB, {split['seconds']} s; running ...",
           file=sys.stderr, flush=True)
     result = run_measured(cmd, env, str(out / "child.log"), result_path, "map-shards")
-    record = {**_report_header(args), "benchmark": "scale_map_shards", "workers": args.workers, "split": split,
+    record = {**_report_header(args), "benchmark": "scale_map_shards", "workers": args.workers,
+              "extractor": args.extractor, "split": split,
               "run": result}
     o = result["scheduling_overhead"]
     resolve = result["phases_wall_s"].get("resolve", 0.0)
     table = ("| shards | records | wall s | map phase s | resolve s (Dask tasks) | peak driver RSS MiB (map / run) "
-             "| peak worker RSS MiB (map / run) | map overhead, recorded / Dask compute | resolve overhead "
-             "| worker idle share, run |\n"
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+             "| peak worker RSS MiB (map / run) | peak sandbox RSS MiB, map | map overhead, recorded / Dask compute "
+             "| resolve overhead | worker idle share, run |\n"
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
              f"| {result['shards']} | {result['records']} | {result['wall_s']:.1f} | {result['map_phase_wall_s']:.1f} "
              f"| {resolve:.1f} ({result['dask_tasks'].get('dataframe', 0):,}) "
              f"| {result['rss_map']['driver_mib']:.0f} / {result['rss_run']['driver_mib']:.0f} "
              f"| {result['rss_map']['worker_mib']:.0f} / {result['rss_run']['worker_mib']:.0f} "
+             f"| {result['rss_map']['sandbox_mib']:.0f} "
              f"| {o['map_phase_recorded']:.1%} / {o['map_phase_dask_compute']:.1%} "
              f"| {o['resolve_phase_dask_compute'] or 0:.1%} | {o['run_worker_idle_share']:.1%} |")
     record["table_markdown"] = table
@@ -1740,6 +1753,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records-per-shard", type=int, default=4, help="map-shards: response records per shard")
     parser.add_argument("--keep", action="store_true", help="map-shards: keep the WARCs and the run's output; "
                         "datatrove: keep datatrove's work folder (OUT/n<N>/datatrove-work)")
+    parser.add_argument("--extractor", choices=sorted(MAP_EXTRACT), default="resiliparse",
+                        help="map-shards: resiliparse inline (the cheapest), or fast in the process sandbox")
     parser.add_argument("--child", choices=("generate", "run", "map"), help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -1759,7 +1774,7 @@ def main(argv: list[str] | None = None) -> int:
             result = _child_run(args.data, args.stages.split(","), args.shuffle, args.workers, args.scheduler,
                                 json.loads(args.overrides) if args.overrides else None)
         else:
-            result = _child_map(args.input, args.data, args.workers)
+            result = _child_map(args.input, args.data, args.workers, args.extractor)
         Path(args.result).write_text(json.dumps(result))
         return 0
     if args.which is None:
