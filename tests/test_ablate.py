@@ -110,6 +110,8 @@ def test_every_pair_is_compared_document_by_document(ablation):
     table = (out / "ablation.md").read_text()
     assert "## Paired comparisons, document by document" in table
     assert ("Positive control: told apart" in table) != ("The budget is too small to judge the filters" in table)
+    repeated = max(v["epochs"] for v in report["variants"].values()) > 4
+    assert ("**Repeated data.**" in table) == repeated
 
 
 def test_held_out_documents_are_never_trained_on(ablation):

@@ -121,6 +121,9 @@ def plot_curves(spec: AblationSpec, runs: dict, path: Path, result: dict | None 
     plt.close(fig)
 
 
+REPEATED_EPOCHS = 4  # "Scaling Data-Constrained Language Models": up to ~4 epochs, repeats are nearly as good as new data
+
+
 def render_markdown(spec: AblationSpec, result: dict) -> str:
     sets = list(result["eval_sets"])
     several = len(spec.seeds) > 1
@@ -153,6 +156,14 @@ def render_markdown(spec: AblationSpec, result: dict) -> str:
                           f"documents the pipeline removed) was not told from `{control['of']}` on "
                           f"{', '.join(missed)}" + (f" (it was on {', '.join(told)})" if told else "") + ". Raise the "
                           "preset (`--preset cpu-large`), the seeds or the eval sets before reading the other rows."]
+    epochs = {name: v["epochs"] for name, v in result["variants"].items()}
+    if max(epochs.values()) > REPEATED_EPOCHS:
+        at = 3 if control and "told_apart" in control else 1  # below the control's headline
+        lines[at:at] = ["", f"**Repeated data.** The variants are seen {min(epochs.values()):.1f} to "
+                        f"{max(epochs.values()):.1f} times. Past about {REPEATED_EPOCHS} epochs a repeated token is "
+                        "worth much less than a new one (Muennighoff et al. 2023), so a variant with more distinct "
+                        "tokens is favoured for that alone. Give the ablation more input until every variant is "
+                        f"under {REPEATED_EPOCHS} epochs before ranking variants of different sizes."]
     for name, v in result["variants"].items():
         cells = []
         for s in sets:
@@ -204,5 +215,7 @@ def render_markdown(spec: AblationSpec, result: dict) -> str:
               f"({spec.heldout_fraction:.0%}), so exact copies fall on the same side; near-duplicates can "
               "fall on both.", "",
               "Epochs above 1 mean the variant's train part is smaller than the budget and is repeated.", "",
-              "![validation curves](ablation.png)", "", f"Total wall time {result['seconds']:.0f} s.", ""]
+              "![validation curves](ablation.png)", "", f"Wall time {result['seconds']:,.0f} s; the variants' pipelines and trainings "
+              f"{sum(v['seconds'] for v in result['variants'].values()):,.0f} s, counted where they ran "
+              "(a resumed run reuses what an interrupted one finished).", ""]
     return "\n".join(lines)
