@@ -98,10 +98,11 @@ class ProcessSandbox:
         raise {"error": SandboxError, "timeout": SandboxTimeout}.get(status, SandboxCrashed)(value)
 
     def call_each(self, calls: list[tuple]) -> list[tuple[str, Any]]:
-        """Each call's outcome, in order: ("ok", value), or ("error" | "timeout" | "crashed", message). Calls are sent ahead while they fit in half the pipe, so the child goes
-        from one to the next without waiting for this process to be scheduled; each still has
-        ``timeout_s`` of its own, counted from the answer before it (the child works in order).
-        After a timeout or crash the calls sent behind it go to a new child."""
+        """Each call's outcome, in order: ("ok", value), or ("error" | "timeout" | "crashed", message).
+        Calls are sent ahead while they fit in half the pipe, so the child goes from one to the next
+        without waiting for this process to be scheduled; each still has ``timeout_s`` of its own,
+        counted from the answer before it (the child works in order). After a timeout or crash the
+        calls sent behind it go to a new child."""
         import pickle
 
         payloads = [pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL) for args in calls]

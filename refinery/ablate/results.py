@@ -141,29 +141,30 @@ def render_markdown(spec: AblationSpec, result: dict) -> str:
         + " | ".join(f"{s} bpb" for s in sets) + " | wall time |",
         "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(sets) + "---:|",
     ]
+    headlines: list[str] = []  # under the title, in this order
     control = result.get("control")
     if control and "told_apart" in control:
         told = [s for s, ok in control["told_apart"].items() if ok]
         if control["all"]:
-            lines[1:1] = ["", f"**Positive control: told apart on every eval set.** `{control['name']}` ({control['of']} with "
+            headlines += ["", f"**Positive control: told apart on every eval set.** `{control['name']}` ({control['of']} with "
                           f"{control['achieved_share']:.1%} of its training text replaced by documents the pipeline "
                           f"removed) is worse than `{control['of']}` with a 95% interval that excludes zero, so this "
                           "budget can see an effect of that size."]
         else:
             missed = [s for s, ok in control["told_apart"].items() if not ok]
-            lines[1:1] = ["", f"**The budget is too small to judge the filters.** The positive control `{control['name']}` "
+            headlines += ["", f"**The budget is too small to judge the filters.** The positive control `{control['name']}` "
                           f"({control['of']} with {control['achieved_share']:.1%} of its training text replaced by "
                           f"documents the pipeline removed) was not told from `{control['of']}` on "
                           f"{', '.join(missed)}" + (f" (it was on {', '.join(told)})" if told else "") + ". Raise the "
                           "preset (`--preset cpu-large`), the seeds or the eval sets before reading the other rows."]
-    epochs = {name: v["epochs"] for name, v in result["variants"].items()}
-    if max(epochs.values()) > REPEATED_EPOCHS:
-        at = 3 if control and "told_apart" in control else 1  # below the control's headline
-        lines[at:at] = ["", f"**Repeated data.** The variants are seen {min(epochs.values()):.1f} to "
-                        f"{max(epochs.values()):.1f} times. Past about {REPEATED_EPOCHS} epochs a repeated token is "
-                        "worth much less than a new one (Muennighoff et al. 2023), so a variant with more distinct "
-                        "tokens is favoured for that alone. Give the ablation more input until every variant is "
-                        f"under {REPEATED_EPOCHS} epochs before ranking variants of different sizes."]
+    epochs = [v["epochs"] for v in result["variants"].values()]
+    if max(epochs) > REPEATED_EPOCHS:
+        headlines += ["", f"**Repeated data.** The variants are seen {min(epochs):.1f} to {max(epochs):.1f} times. "
+                      f"Past about {REPEATED_EPOCHS} epochs a repeated token is worth much less than a new one "
+                      "(Muennighoff et al. 2023), so a variant with more distinct tokens is favoured for that alone. "
+                      f"Give the ablation more input until every variant is under {REPEATED_EPOCHS} epochs before "
+                      "ranking variants of different sizes."]
+    lines[1:1] = headlines
     for name, v in result["variants"].items():
         cells = []
         for s in sets:
